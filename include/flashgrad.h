@@ -1,0 +1,15 @@
+/* flashgrad: a training-capable autograd framework in C with a CUDA backend.
+ * One include for the whole public API. */
+#ifndef FLASHGRAD_H
+#define FLASHGRAD_H
+
+#include <flashgrad/types.h>
+#include <flashgrad/error.h>
+#include <flashgrad/tensor.h>
+#include <flashgrad/autograd.h>
+#include <flashgrad/random.h>
+#include <flashgrad/ops.h>
+#include <flashgrad/gradcheck.h>
+#include <flashgrad/cuda.h>
+
+#endif
