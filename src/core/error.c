@@ -54,8 +54,9 @@ fg_status fg__err_null(const char *op, const char *what)
 fg_status fg__norm_dim(const char *op, const fg_tensor *t, int d, int ndim_plus, int *out)
 {
     int n = t->ndim + ndim_plus;
-    int r = d < 0 ? d + n : d;
-    if (r < 0 || r >= (n > 0 ? n : 1) || (n == 0 && d != 0 && d != -1)) {
+    int span = n > 0 ? n : 1; /* a 0-d tensor accepts dim 0 and -1, as in PyTorch */
+    int r = d < 0 ? d + span : d;
+    if (r < 0 || r >= span) {
         char buf[128];
         return fg__err(FG_ERR_DIM, "%s: dim %d out of range for a %d-d tensor %s", op, d, t->ndim,
                        fg_shape_str(t, buf, sizeof buf));
