@@ -85,12 +85,18 @@ void fg_cpu_binary(fg_binary_op op, fg_tensor *out, const fg_tensor *a, const fg
     fg__iter_init(&it, out->ndim, out->shape, 3, st);
     char *po = fg__data(out);
     const char *pa = fg__data(a), *pb = fg__data(b);
-    /* Integer adds and multiplies stay exact in int64 (doubles lose bits past 2^53). */
-    bool int64_exact = out->dtype == FG_I64 && (op == FG_BIN_ADD || op == FG_BIN_SUB || op == FG_BIN_MUL);
+    /* Integer adds, multiplies and comparisons stay exact in int64 (doubles lose
+     * bits past 2^53); arithmetic wraps (two's complement) instead of overflowing. */
+    bool int64_exact = out->dtype == FG_I64 && op != FG_BIN_DIV && op != FG_BIN_POW;
     for (int64_t i = 0; i < out->numel; i++, fg__iter_next(&it)) {
         if (int64_exact) {
             int64_t x = ((const int64_t *)pa)[it.off[1]], y = ((const int64_t *)pb)[it.off[2]];
-            ((int64_t *)po)[it.off[0]] = op == FG_BIN_ADD ? x + y : op == FG_BIN_SUB ? x - y : x * y;
+            uint64_t ux = (uint64_t)x, uy = (uint64_t)y;
+            ((int64_t *)po)[it.off[0]] = op == FG_BIN_ADD ? (int64_t)(ux + uy)
+                                         : op == FG_BIN_SUB ? (int64_t)(ux - uy)
+                                         : op == FG_BIN_MUL ? (int64_t)(ux * uy)
+                                         : op == FG_BIN_GT  ? (x > y)
+                                                            : (x == y);
             continue;
         }
         double x = fg__ld(pa, a->dtype, it.off[1]), y = fg__ld(pb, b->dtype, it.off[2]);
@@ -105,8 +111,20 @@ void fg_cpu_unary(fg_unary_op op, fg_tensor *out, const fg_tensor *a, double s)
     fg__iter_init(&it, out->ndim, out->shape, 2, st);
     char *po = fg__data(out);
     const char *pa = fg__data(a);
-    for (int64_t i = 0; i < out->numel; i++, fg__iter_next(&it))
+    /* neg / abs / relu keep i64 and must not round through double. */
+    bool int64_exact = out->dtype == FG_I64 && a->dtype == FG_I64 &&
+                       (op == FG_UN_NEG || op == FG_UN_ABS || op == FG_UN_RELU);
+    for (int64_t i = 0; i < out->numel; i++, fg__iter_next(&it)) {
+        if (int64_exact) {
+            int64_t x = ((const int64_t *)pa)[it.off[1]];
+            uint64_t neg = 0 - (uint64_t)x; /* wraps for INT64_MIN as two's complement does */
+            ((int64_t *)po)[it.off[0]] = op == FG_UN_NEG ? (int64_t)neg
+                                         : op == FG_UN_ABS ? (x < 0 ? (int64_t)neg : x)
+                                                           : (x > 0 ? x : 0);
+            continue;
+        }
         fg__st(po, out->dtype, it.off[0], fg_unary_value(op, fg__ld(pa, a->dtype, it.off[1]), s));
+    }
 }
 
 void fg_cpu_unary_grad(fg_unary_op op, fg_tensor *gx, const fg_tensor *x, const fg_tensor *y, const fg_tensor *gy,

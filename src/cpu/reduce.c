@@ -1,4 +1,4 @@
-/* Reductions on the CPU: sums accumulate in double; max keeps the first index. */
+/* Reductions on the CPU: sums accumulate in double (int64 exactly); max keeps the first index. */
 #include <stdlib.h>
 #include "cpu/cpu.h"
 
@@ -13,8 +13,17 @@ fg_status fg_cpu_sum(fg_tensor *out, const fg_tensor *in, const bool *reduce)
     fg_iter it;
     fg__iter_init(&it, in->ndim, in->shape, 2, st);
     const char *p = fg__data(in);
-    for (int64_t i = 0; i < in->numel; i++, fg__iter_next(&it)) acc[it.off[1]] += fg__ld(p, in->dtype, it.off[0]);
     char *o = fg__data(out);
+    if (in->dtype == FG_I64 && out->dtype == FG_I64) {
+        /* Exact (wrapping) int64 sums: doubles lose bits past 2^53. Same size as acc. */
+        uint64_t *iacc = (uint64_t *)acc;
+        for (int64_t i = 0; i < in->numel; i++, fg__iter_next(&it))
+            iacc[it.off[1]] += (uint64_t)((const int64_t *)p)[it.off[0]];
+        for (int64_t i = 0; i < out->numel; i++) ((int64_t *)o)[i] = (int64_t)iacc[i];
+        free(acc);
+        return FG_OK;
+    }
+    for (int64_t i = 0; i < in->numel; i++, fg__iter_next(&it)) acc[it.off[1]] += fg__ld(p, in->dtype, it.off[0]);
     for (int64_t i = 0; i < out->numel; i++) fg__st(o, out->dtype, i, acc[i]);
     free(acc);
     return FG_OK;
@@ -42,8 +51,16 @@ void fg_cpu_max(fg_tensor *values, fg_tensor *indices, const fg_tensor *in, int 
                 base += (rem % in->shape[d]) * in->stride[d];
                 rem /= in->shape[d];
             }
-            double best = -INFINITY;
             int64_t bi = 0;
+            if (in->dtype == FG_I64 && values->dtype == FG_I64 && n > 0) { /* exact: no trip through double */
+                const int64_t *q = (const int64_t *)p;
+                for (int64_t j = 1; j < n; j++)
+                    if (q[base + j * in->stride[dim]] > q[base + bi * in->stride[dim]]) bi = j;
+                ((int64_t *)v)[o * inner + i] = q[base + bi * in->stride[dim]];
+                if (ix) ix[o * inner + i] = bi;
+                continue;
+            }
+            double best = -INFINITY;
             for (int64_t j = 0; j < n; j++) {
                 double x = fg__ld(p, in->dtype, base + j * in->stride[dim]);
                 if (isnan(x)) {

@@ -22,8 +22,11 @@ static fg_tensor *matmul_nd(fg_tensor *a, fg_tensor *b)
     }
     int nbatch;
     int64_t shape[FG_MAX_DIMS];
-    if (fg__broadcast_shape("matmul (batch dims)", na - 2, a->shape, nb - 2, b->shape, &nbatch, shape) != FG_OK)
+    if (fg__broadcast_shape("matmul (batch dims)", na - 2, a->shape, nb - 2, b->shape, &nbatch, shape) != FG_OK) {
+        fg__err(FG_ERR_SHAPE, "matmul: batch dims do not broadcast: %s @ %s", fg_shape_str(a, x, sizeof x),
+                fg_shape_str(b, y, sizeof y));
         return NULL;
+    }
     if (nbatch + 2 > FG_MAX_DIMS) {
         fg__err(FG_ERR_DIM, "matmul: result would have more than %d dims", FG_MAX_DIMS);
         return NULL;
@@ -70,6 +73,13 @@ fg_tensor *fg_matmul(fg_tensor *a, fg_tensor *b)
     if (!fg__check_same("matmul", a, b) || !fg__check_float("matmul", a)) return NULL;
     if (a->ndim == 0 || b->ndim == 0) {
         fg__err(FG_ERR_DIM, "matmul: operands must be at least 1-d (got %d-d and %d-d)", a->ndim, b->ndim);
+        return NULL;
+    }
+    /* Checked here so the message names the shapes the caller passed (1-d included). */
+    if (a->shape[a->ndim - 1] != b->shape[b->ndim >= 2 ? b->ndim - 2 : 0]) {
+        char x[128], y[128];
+        fg__err(FG_ERR_SHAPE, "matmul: inner dims differ: %s @ %s", fg_shape_str(a, x, sizeof x),
+                fg_shape_str(b, y, sizeof y));
         return NULL;
     }
     if (a->ndim >= 2 && b->ndim >= 2) return matmul_nd(a, b);

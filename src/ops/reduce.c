@@ -56,14 +56,19 @@ static fg_tensor *sum_impl(const char *op, fg_tensor *a, int ndims, const int *d
     }
     fg_tensor *out = fg__new(op, a->ndim, ks, a->dtype, a->device);
     if (!out) return NULL;
-    if (fg_cpu_sum(out, a, mask) != FG_OK) {
+    /* mean: sum into f64 and scale there, so the result is rounded to the dtype once. */
+    fg_tensor *acc = mean && a->dtype != FG_F64 ? fg__new(op, a->ndim, ks, FG_F64, a->device) : out;
+    if (!acc || fg_cpu_sum(acc, a, mask) != FG_OK) {
+        if (acc != out) fg_free(acc);
         fg_free(out);
         return NULL;
     }
     double scale = mean ? (count ? 1.0 / (double)count : NAN) : 1.0;
     if (mean) {
+        const double *src = fg__data(acc);
         char *p = fg__data(out);
-        for (int64_t i = 0; i < out->numel; i++) fg__st(p, out->dtype, i, fg__ld(p, out->dtype, i) * scale);
+        for (int64_t i = 0; i < out->numel; i++) fg__st(p, out->dtype, i, src[i] / (double)count);
+        if (acc != out) fg_free(acc);
     }
     if (!keepdim) { /* drop the reduced dims: a view of the contiguous result */
         int64_t st[FG_MAX_DIMS];
