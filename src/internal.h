@@ -109,8 +109,9 @@ static inline void fg__st(void *p, fg_dtype dt, int64_t i, double v)
     case FG_F64: ((double *)p)[i] = v; break;
     case FG_BF16: ((uint16_t *)p)[i] = fg_float_to_bf16((float)v); break;
     case FG_F16: ((uint16_t *)p)[i] = fg_float_to_f16((float)v); break;
-    case FG_I32: ((int32_t *)p)[i] = (int32_t)v; break;
-    case FG_I64: ((int64_t *)p)[i] = (int64_t)v; break;
+    /* Float -> int conversion out of range is undefined in C: saturate (NaN -> 0). */
+    case FG_I32: ((int32_t *)p)[i] = v != v ? 0 : v >= 2147483647.0 ? INT32_MAX : v <= -2147483648.0 ? INT32_MIN : (int32_t)v; break;
+    case FG_I64: ((int64_t *)p)[i] = v != v ? 0 : v >= 9223372036854775807.0 ? INT64_MAX : v <= -9223372036854775808.0 ? INT64_MIN : (int64_t)v; break;
     default: break;
     }
 }

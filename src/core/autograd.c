@@ -82,14 +82,43 @@ static void node_release_graph(fg_node *n)
 void fg__node_unref(fg_node *n)
 {
     if (!n || --n->refcount > 0) return;
-    if (!n->released) node_release_graph(n);
-    free(n->edges);
-    free(n->saved);
-    free(n->out_ndim);
-    free(n->out_shape);
-    free(n->grad_acc);
-    fg__stats_node(-1);
-    free(n);
+    /* Freed with an explicit stack, not recursion: a graph can be a chain of a
+     * million nodes, and dropping its last reference frees all of them. */
+    fg_node *small[64], **stack = small;
+    size_t sp = 0, cap = sizeof small / sizeof *small;
+    stack[sp++] = n;
+    while (sp) {
+        fg_node *x = stack[--sp];
+        if (!x->released) {
+            for (int i = 0; i < x->n_inputs; i++) {
+                fg_node *y = x->edges[i].node;
+                x->edges[i].node = NULL;
+                if (!y || --y->refcount > 0) continue;
+                if (sp == cap) {
+                    fg_node **grown = stack == small ? malloc(2 * cap * sizeof *grown)
+                                                     : realloc(stack, 2 * cap * sizeof *grown);
+                    if (!grown) { /* out of memory: fall back to recursion for this one */
+                        y->refcount = 1;
+                        fg__node_unref(y);
+                        continue;
+                    }
+                    if (stack == small) memcpy(grown, small, sizeof small);
+                    stack = grown;
+                    cap *= 2;
+                }
+                stack[sp++] = y;
+            }
+            node_release_graph(x); /* edges to nodes are already dropped above */
+        }
+        free(x->edges);
+        free(x->saved);
+        free(x->out_ndim);
+        free(x->out_shape);
+        free(x->grad_acc);
+        fg__stats_node(-1);
+        free(x);
+    }
+    if (stack != small) free(stack);
 }
 
 fg_node *fg__record(const char *name, fg_backward_fn fn, int n_inputs, fg_tensor *const *inputs, int n_outputs,
@@ -232,6 +261,10 @@ static fg_status collect(fg_node *root, fg_node ***out, size_t *count)
             if (!l) goto oom;
             list = l;
         }
+        /* The traversal holds a reference on every node it lists: releasing a
+         * node's graph during the backward pass drops its edges, which could
+         * otherwise free nodes that are still waiting their turn in the list. */
+        x->refcount++;
         list[n++] = x;
         for (int i = 0; i < x->n_inputs; i++) {
             fg_node *y = x->edges[i].node;
@@ -251,6 +284,7 @@ static fg_status collect(fg_node *root, fg_node ***out, size_t *count)
     *count = n;
     return FG_OK;
 oom:
+    for (size_t k = 0; list && k < n; k++) fg__node_unref(list[k]);
     free(list);
     free(stack);
     return fg__err(FG_ERR_OOM, "backward: out of memory walking the graph");
@@ -337,6 +371,7 @@ static fg_status run_backward(fg_tensor *root, const fg_tensor *grad_root)
     for (size_t k = 0; k < count; k++) {
         free(order[k]->grad_acc);
         order[k]->grad_acc = NULL;
+        fg__node_unref(order[k]); /* the traversal's reference (see collect) */
     }
     free(order);
     return st;

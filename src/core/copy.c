@@ -26,6 +26,9 @@ fg_status fg__broadcast_shape(const char *op, int na, const int64_t *sa, int nb,
             char ba[160] = "(", bb[160] = "(";
             for (int j = 0; j < na; j++) snprintf(ba + strlen(ba), sizeof ba - strlen(ba), j ? ", %lld" : "%lld", (long long)sa[j]);
             for (int j = 0; j < nb; j++) snprintf(bb + strlen(bb), sizeof bb - strlen(bb), j ? ", %lld" : "%lld", (long long)sb[j]);
+            /* 1-d shapes read "(4,)", as fg_shape_str writes them */
+            if (na == 1) strcat(ba, ",");
+            if (nb == 1) strcat(bb, ",");
             return fg__err(FG_ERR_SHAPE, "%s: shapes %s) and %s) do not broadcast (dim %d: %lld vs %lld)", op, ba,
                            bb, i, (long long)a, (long long)b);
         }
@@ -54,21 +57,33 @@ static void cpu_copy(fg_tensor *dst, const fg_tensor *src)
         memcpy(d, s, (size_t)dst->numel * fg_dtype_size(dst->dtype));
         return;
     }
+    /* Same dtype: move the element bits as they are (a trip through double
+     * would round i64 beyond 2^53 and rewrite NaN payloads). */
+    size_t es = fg_dtype_size(dst->dtype);
+    bool raw = dst->dtype == src->dtype;
     /* Iterate in dst's shape; src has the same numel, read in row-major order of its own shape. */
     if (fg__same_shape(dst, src)) {
         const int64_t *st[2] = {dst->stride, src->stride};
         fg_iter it;
         fg__iter_init(&it, dst->ndim, dst->shape, 2, st);
-        for (int64_t i = 0; i < dst->numel; i++, fg__iter_next(&it))
-            fg__st(d, dst->dtype, it.off[0], fg__ld(s, src->dtype, it.off[1]));
+        for (int64_t i = 0; i < dst->numel; i++, fg__iter_next(&it)) {
+            if (raw)
+                memcpy(d + (size_t)it.off[0] * es, s + (size_t)it.off[1] * es, es);
+            else
+                fg__st(d, dst->dtype, it.off[0], fg__ld(s, src->dtype, it.off[1]));
+        }
         return;
     }
     fg_iter a, b;
     const int64_t *sa[1] = {dst->stride}, *sb[1] = {src->stride};
     fg__iter_init(&a, dst->ndim, dst->shape, 1, sa);
     fg__iter_init(&b, src->ndim, src->shape, 1, sb);
-    for (int64_t i = 0; i < dst->numel; i++, fg__iter_next(&a), fg__iter_next(&b))
-        fg__st(d, dst->dtype, a.off[0], fg__ld(s, src->dtype, b.off[0]));
+    for (int64_t i = 0; i < dst->numel; i++, fg__iter_next(&a), fg__iter_next(&b)) {
+        if (raw)
+            memcpy(d + (size_t)a.off[0] * es, s + (size_t)b.off[0] * es, es);
+        else
+            fg__st(d, dst->dtype, a.off[0], fg__ld(s, src->dtype, b.off[0]));
+    }
 }
 
 fg_status fg__copy_elements(fg_tensor *dst, const fg_tensor *src)

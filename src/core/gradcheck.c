@@ -170,8 +170,9 @@ fg_status fg_compare(const fg_tensor *a, const fg_tensor *b, double atol, double
                 res->worst_index = i;
             }
             if (rel > res->max_rel_err) res->max_rel_err = rel;
-            if (!(d <= atol + rtol * fabs(vb[i]))) res->n_mismatch++;
-            if (isfinite(d)) {
+            /* NaN against NaN and an infinity against the same infinity match. */
+            if (!both_nan && !same_inf && !(d <= atol + rtol * fabs(vb[i]))) res->n_mismatch++;
+            if (isfinite(va[i]) && isfinite(vb[i])) { /* the L2 norms cover the finite pairs */
                 num += d * d;
                 den += vb[i] * vb[i];
             }

@@ -83,8 +83,45 @@ static inline float u32_to_uniform(uint32_t x) { return (float)x * 2.3283064e-10
 
 typedef enum { DRAW_UNIFORM, DRAW_NORMAL, DRAW_INT } draw_kind;
 
-static fg_tensor *draw(const char *op, draw_kind kind, fg_generator *g, double a, double b, int ndim,
-                       const int64_t *shape, fg_dtype dt, fg_device dev)
+/* The next value below h in a sign-magnitude 16-bit float format (bf16, f16). */
+static uint16_t half_bits_below(uint16_t h)
+{
+    if ((h & 0x7fffu) == 0) return 0x8001u;
+    return (h & 0x8000u) ? (uint16_t)(h + 1) : (uint16_t)(h - 1);
+}
+
+/* v as stored in dtype dt (a float dtype), moved down to the largest stored
+ * value below hi when rounding lands on or above it: [lo, hi) must hold for
+ * what the tensor holds, not only for the double (1 - 2^-33 is 1.0 in f32). */
+static double below_hi(double v, double hi, fg_dtype dt)
+{
+    switch (dt) {
+    case FG_F64:
+        return v < hi ? v : nextafter(hi, -INFINITY);
+    case FG_F32: {
+        float f = (float)v;
+        while ((double)f >= hi) f = nextafterf(f, -INFINITY);
+        return f;
+    }
+    case FG_BF16: {
+        uint16_t h = fg_float_to_bf16((float)v);
+        while ((double)fg_bf16_to_float(h) >= hi) h = half_bits_below(h);
+        return fg_bf16_to_float(h);
+    }
+    case FG_F16: {
+        uint16_t h = fg_float_to_f16((float)v);
+        while ((double)fg_f16_to_float(h) >= hi) h = half_bits_below(h);
+        return fg_f16_to_float(h);
+    }
+    default:
+        return v;
+    }
+}
+
+/* Float draws pass a, b (uniform: [a, b); normal: mean a, std b); integer
+ * draws pass ilo and span (values ilo + word % span, computed exactly). */
+static fg_tensor *draw(const char *op, draw_kind kind, fg_generator *g, double a, double b, int64_t ilo,
+                       uint64_t span, int ndim, const int64_t *shape, fg_dtype dt, fg_device dev)
 {
     int64_t n;
     if (fg__check_shape(op, ndim, shape, &n) != FG_OK) return NULL;
@@ -96,18 +133,25 @@ static fg_tensor *draw(const char *op, draw_kind kind, fg_generator *g, double a
         fg__err(FG_ERR_DTYPE, "%s: needs i32 or i64, got %s", op, fg_dtype_name(dt));
         return NULL;
     }
+    /* Device problems are found before the generator advances: a failed draw consumes nothing. */
+    if (dev != FG_CPU && (dev != FG_CUDA || !fg_cuda_available())) {
+        fg__err(FG_ERR_DEVICE, "%s: device %s is not available", op, fg_device_name(dev));
+        return NULL;
+    }
     if (!g) g = fg_default_generator();
-    double *buf = malloc((size_t)(n ? n : 1) * sizeof *buf);
-    if (!buf) {
+    size_t esz = kind == DRAW_INT ? sizeof(int64_t) : sizeof(double);
+    void *mem = malloc((size_t)(n ? n : 1) * esz);
+    if (!mem) {
         fg__err(FG_ERR_OOM, "%s: out of memory for %lld elements", op, (long long)n);
         return NULL;
     }
+    double *buf = mem;
+    int64_t *ibuf = mem;
     /* Normals use two words per element (Box-Muller pairs), like curand_normal2. */
     uint64_t words = kind == DRAW_NORMAL ? (uint64_t)((n + 1) / 2) * 2 : (uint64_t)n;
     uint64_t base = fg_generator_advance(g, words);
     uint32_t blk[4];
     uint64_t cur = UINT64_MAX;
-    uint64_t span = kind == DRAW_INT ? (uint64_t)(b - a) : 0;
     for (int64_t i = 0; i < n; i++) {
         if (kind == DRAW_NORMAL) {
             if (i & 1) continue;
@@ -125,19 +169,35 @@ static fg_tensor *draw(const char *op, draw_kind kind, fg_generator *g, double a
             if (kind == DRAW_UNIFORM) {
                 double u = 1.0 - (double)u32_to_uniform(x); /* [0, 1) */
                 buf[i] = a + (b - a) * u;
+                if (a < b) buf[i] = below_hi(buf[i], b, dt);
             } else {
-                buf[i] = (double)(a + (double)(x % span));
+                ibuf[i] = (int64_t)((uint64_t)ilo + (uint64_t)x % span); /* wraps like the exact sum */
             }
         }
     }
-    fg_tensor *t = fg_from_f64(buf, ndim, shape, dt, dev);
-    free(buf);
+    fg_tensor *t;
+    if (kind == DRAW_INT && dt == FG_I32) { /* the range was checked to fit i32 */
+        int32_t *i32 = malloc((size_t)(n ? n : 1) * sizeof *i32);
+        if (!i32) {
+            free(mem);
+            fg__err(FG_ERR_OOM, "%s: out of memory for %lld elements", op, (long long)n);
+            return NULL;
+        }
+        for (int64_t i = 0; i < n; i++) i32[i] = (int32_t)ibuf[i];
+        t = fg_from_data(i32, ndim, shape, FG_I32, dev);
+        free(i32);
+    } else if (kind == DRAW_INT) {
+        t = fg_from_data(mem, ndim, shape, FG_I64, dev);
+    } else {
+        t = fg_from_f64(buf, ndim, shape, dt, dev);
+    }
+    free(mem);
     return t;
 }
 
 fg_tensor *fg_rand(fg_generator *g, int ndim, const int64_t *shape, fg_dtype dt, fg_device dev)
 {
-    return draw("fg_rand", DRAW_UNIFORM, g, 0.0, 1.0, ndim, shape, dt, dev);
+    return draw("fg_rand", DRAW_UNIFORM, g, 0.0, 1.0, 0, 0, ndim, shape, dt, dev);
 }
 
 fg_tensor *fg_uniform(fg_generator *g, double lo, double hi, int ndim, const int64_t *shape, fg_dtype dt, fg_device dev)
@@ -146,12 +206,12 @@ fg_tensor *fg_uniform(fg_generator *g, double lo, double hi, int ndim, const int
         fg__err(FG_ERR_INVALID, "fg_uniform: need finite lo <= hi, got [%g, %g)", lo, hi);
         return NULL;
     }
-    return draw("fg_uniform", DRAW_UNIFORM, g, lo, hi, ndim, shape, dt, dev);
+    return draw("fg_uniform", DRAW_UNIFORM, g, lo, hi, 0, 0, ndim, shape, dt, dev);
 }
 
 fg_tensor *fg_randn(fg_generator *g, int ndim, const int64_t *shape, fg_dtype dt, fg_device dev)
 {
-    return draw("fg_randn", DRAW_NORMAL, g, 0.0, 1.0, ndim, shape, dt, dev);
+    return draw("fg_randn", DRAW_NORMAL, g, 0.0, 1.0, 0, 0, ndim, shape, dt, dev);
 }
 
 fg_tensor *fg_normal(fg_generator *g, double mean, double std, int ndim, const int64_t *shape, fg_dtype dt,
@@ -161,16 +221,22 @@ fg_tensor *fg_normal(fg_generator *g, double mean, double std, int ndim, const i
         fg__err(FG_ERR_INVALID, "fg_normal: need finite mean and std >= 0, got %g, %g", mean, std);
         return NULL;
     }
-    return draw("fg_normal", DRAW_NORMAL, g, mean, std, ndim, shape, dt, dev);
+    return draw("fg_normal", DRAW_NORMAL, g, mean, std, 0, 0, ndim, shape, dt, dev);
 }
 
 fg_tensor *fg_randint(fg_generator *g, int64_t lo, int64_t hi, int ndim, const int64_t *shape, fg_dtype dt,
                       fg_device dev)
 {
-    if (hi <= lo || (uint64_t)(hi - lo) > UINT32_MAX) {
+    /* Unsigned difference: hi - lo may not fit int64. */
+    uint64_t span = (uint64_t)hi - (uint64_t)lo;
+    if (hi <= lo || span > ((uint64_t)1 << 32)) {
         fg__err(FG_ERR_INVALID, "fg_randint: need lo < hi with hi - lo <= 2^32, got [%lld, %lld)", (long long)lo,
                 (long long)hi);
         return NULL;
     }
-    return draw("fg_randint", DRAW_INT, g, (double)lo, (double)hi, ndim, shape, dt, dev);
+    if (dt == FG_I32 && (lo < INT32_MIN || hi - 1 > INT32_MAX)) {
+        fg__err(FG_ERR_INVALID, "fg_randint: range [%lld, %lld) does not fit i32", (long long)lo, (long long)hi);
+        return NULL;
+    }
+    return draw("fg_randint", DRAW_INT, g, 0.0, 0.0, lo, span, ndim, shape, dt, dev);
 }

@@ -283,6 +283,7 @@ int64_t fg_size(const fg_tensor *t, int d)
 bool fg_is_contiguous(const fg_tensor *t)
 {
     if (!t) return false;
+    if (t->numel == 0) return true; /* no elements: any strides lay them out contiguously */
     int64_t s = 1;
     for (int i = t->ndim - 1; i >= 0; i--) {
         if (t->shape[i] != 1 && t->stride[i] != s) return false;

@@ -1,0 +1,231 @@
+/* Suite "cuda_smoke": the CUDA storage path (transfers, fills, strided copies,
+ * dtype conversion on the device) checked bit for bit against the CPU. Exits
+ * 77 (automake SKIP) without a usable GPU. Runs without fork: CUDA contexts do
+ * not survive fork(). */
+#include <stdio.h>
+#include <string.h>
+#include "testutil.h"
+
+static fg_scope *tscope;
+static void setup(void)
+{
+    fg_clear_error();
+    tscope = fg_scope_begin();
+}
+static void teardown(void)
+{
+    fg_scope_end(tscope);
+}
+
+static size_t host_bytes(const fg_tensor *t) { return (size_t)fg_numel(t) * fg_dtype_size(fg_dtype_of(t)); }
+
+/* Raw element bytes of any tensor (device tensors sync). Caller frees. */
+static void *raw(const fg_tensor *t)
+{
+    size_t n = host_bytes(t);
+    void *p = malloc(n ? n : 1);
+    ck_assert_ptr_nonnull(p);
+    ck_assert_msg(fg_copy_to_host(t, p, n) == FG_OK, "copy to host: %s", fg_last_error());
+    return p;
+}
+
+static void ck_same_bits(const fg_tensor *a, const fg_tensor *b)
+{
+    ck_assert_int_eq(fg_dtype_of(a), fg_dtype_of(b));
+    ck_assert_int_eq(fg_numel(a), fg_numel(b));
+    void *pa = raw(a), *pb = raw(b);
+    ck_assert_msg(memcmp(pa, pb, host_bytes(a)) == 0, "%s tensors differ", fg_dtype_name(fg_dtype_of(a)));
+    free(pa);
+    free(pb);
+}
+
+START_TEST(test_roundtrip_all_dtypes)
+{
+    fg_generator *g = fg_generator_new(1);
+    const int64_t n = 1027; /* not a multiple of any vector width */
+    for (int d = 0; d < FG_NUM_DTYPES; d++) {
+        fg_tensor *h = fg_dtype_is_float((fg_dtype)d) ? fg_randn(g, 1, &n, (fg_dtype)d, FG_CPU)
+                                                        : fg_randint(g, -1000000, 1000000, 1, &n, (fg_dtype)d, FG_CPU);
+        ck_assert_ptr_nonnull(h);
+        void *src = raw(h);
+        fg_tensor *dev = fg_from_data(src, 1, &n, (fg_dtype)d, FG_CUDA);
+        ck_assert_msg(dev != NULL, "%s", fg_last_error());
+        ck_assert_int_eq(fg_device_of(dev), FG_CUDA);
+        ck_assert_int_eq(fg_dtype_of(dev), d);
+        void *back = raw(dev);
+        ck_assert_msg(memcmp(src, back, (size_t)n * fg_dtype_size((fg_dtype)d)) == 0, "%s round trip differs",
+                      fg_dtype_name((fg_dtype)d));
+        /* fg_to there and back is exact too */
+        fg_tensor *h2 = fg_to(fg_to(h, FG_CUDA, (fg_dtype)d), FG_CPU, (fg_dtype)d);
+        ck_assert_ptr_nonnull(h2);
+        ck_same_bits(h, h2);
+        free(src);
+        free(back);
+    }
+    fg_generator_free(g);
+}
+END_TEST
+
+START_TEST(test_fill_on_device)
+{
+    fg_tensor *z = fg_zeros(FG_SHAPE(3, 5), FG_F32, FG_CUDA);
+    fg_tensor *o = fg_ones(FG_SHAPE(7), FG_BF16, FG_CUDA);
+    fg_tensor *f = fg_full(FG_SHAPE(2, 2), -3.25, FG_F64, FG_CUDA);
+    fg_tensor *i = fg_full(FG_SHAPE(4), 123456789, FG_I64, FG_CUDA);
+    fg_tensor *h = fg_full(FG_SHAPE(4), 65504, FG_F16, FG_CUDA);
+    ck_assert_msg(z && o && f && i && h, "%s", fg_last_error());
+    double v[15];
+    ck_assert_int_eq(fg_to_f64_array(z, v, 15), FG_OK);
+    for (int k = 0; k < 15; k++) ck_assert(v[k] == 0);
+    ck_tensor_values(o, (const double[]){1, 1, 1, 1, 1, 1, 1}, 7, 0);
+    ck_tensor_values(f, (const double[]){-3.25, -3.25, -3.25, -3.25}, 4, 0);
+    ck_tensor_values(i, (const double[]){123456789, 123456789, 123456789, 123456789}, 4, 0);
+    ck_tensor_values(h, (const double[]){65504, 65504, 65504, 65504}, 4, 0);
+    /* a strided fill only touches the view */
+    fg_tensor *m = fg_zeros(FG_SHAPE(3, 4), FG_F32, FG_CUDA);
+    ck_assert_int_eq(fg_fill_(fg_slice(m, 1, 1, 4, 2), 5), FG_OK);
+    ck_tensor_values(m, (const double[]){0, 5, 0, 5, 0, 5, 0, 5, 0, 5, 0, 5}, 12, 0);
+    ck_assert_int_eq(fg_cuda_synchronize(), FG_OK);
+}
+END_TEST
+
+START_TEST(test_strided_copy_matches_cpu)
+{
+    fg_generator *g = fg_generator_new(2);
+    fg_tensor *cpu = fg_randn(g, FG_SHAPE(5, 6, 7), FG_F32, FG_CPU);
+    fg_tensor *dev = fg_to(cpu, FG_CUDA, FG_F32);
+    ck_assert_ptr_nonnull(dev);
+    /* transpose + contiguous on each device */
+    fg_tensor *dc = fg_contiguous(fg_transpose(dev, 0, 2));
+    fg_tensor *cc = fg_contiguous(fg_transpose(cpu, 0, 2));
+    ck_assert_int_eq(fg_device_of(dc), FG_CUDA);
+    ck_assert(fg_is_contiguous(dc));
+    ck_same_bits(dc, cc);
+    /* a permuted, sliced view read straight back to the host */
+    fg_tensor *dv = fg_slice(fg_permute(dev, FG_DIMS(1, 2, 0)), 1, 1, 7, 3);
+    fg_tensor *cv = fg_slice(fg_permute(cpu, FG_DIMS(1, 2, 0)), 1, 1, 7, 3);
+    ck_same_bits(dv, cv);
+    /* a broadcast copy into a strided device destination */
+    fg_tensor *dst = fg_zeros(FG_SHAPE(6, 5), FG_F64, FG_CUDA);
+    fg_tensor *row = fg_arange(0, 6, 1, FG_F64, FG_CPU);
+    ck_assert_int_eq(fg_copy_(fg_transpose(dst, 0, 1), row), FG_OK);
+    double v[30];
+    ck_assert_int_eq(fg_to_f64_array(dst, v, 30), FG_OK);
+    for (int r = 0; r < 6; r++)
+        for (int c = 0; c < 5; c++) ck_assert(v[r * 5 + c] == r);
+    fg_generator_free(g);
+}
+END_TEST
+
+START_TEST(test_device_cast_matches_cpu)
+{
+    fg_generator *g = fg_generator_new(3);
+    fg_tensor *x = fg_normal(g, 0, 1000, FG_SHAPE(4099), FG_F32, FG_CPU);
+    /* include rounding ties and specials */
+    const float special[8] = {1.00390625f, 1.01171875f, 65520.0f, 0x1p-24f, -0.0f, INFINITY, NAN, 3.4e38f};
+    fg_tensor *s = fg_from_f32(special, FG_SHAPE(8), FG_F32, FG_CPU);
+    fg_tensor *inputs[2] = {x, s};
+    for (int k = 0; k < 2; k++) {
+        fg_tensor *dev = fg_to(inputs[k], FG_CUDA, FG_F32);
+        for (int d = 0; d < FG_NUM_DTYPES; d++) {
+            if (d == FG_I32 || d == FG_I64) {
+                if (k == 1) continue; /* float -> int of inf/NaN is undefined */
+            }
+            fg_tensor *dd = fg_to(dev, FG_CUDA, (fg_dtype)d);
+            ck_assert_msg(dd != NULL, "%s", fg_last_error());
+            fg_tensor *back = fg_to(dd, FG_CPU, (fg_dtype)d);
+            fg_tensor *ref = fg_cast(inputs[k], (fg_dtype)d);
+            if (d == FG_BF16 || d == FG_F16 || d == FG_F32 || d == FG_F64) {
+                /* NaN payloads may differ; compare everything else bit for bit */
+                fg_compare_result r;
+                ck_assert_int_eq(fg_compare(back, ref, 0, 0, &r), FG_OK);
+                ck_assert_msg(r.n_mismatch == 0, "%s: %lld mismatches", fg_dtype_name((fg_dtype)d),
+                              (long long)r.n_mismatch);
+                if (k == 0) ck_same_bits(back, ref);
+            } else {
+                ck_same_bits(back, ref);
+            }
+        }
+    }
+    fg_generator_free(g);
+}
+END_TEST
+
+START_TEST(test_ops_unsupported_on_device)
+{
+    fg_tensor *a = fg_ones(FG_SHAPE(2, 3), FG_F32, FG_CUDA);
+    ck_assert_ptr_nonnull(a);
+    fg_clear_error();
+    fg_tensor *r = fg_add(a, a);
+    if (r == NULL) {
+        ck_assert_int_eq(fg_last_status(), FG_ERR_UNSUPPORTED);
+        ck_assert_ptr_nonnull(strstr(fg_last_error(), "add"));
+        ck_assert_ptr_nonnull(strstr(fg_last_error(), "cuda"));
+    } else { /* a CUDA kernel for add exists now: then it must be right */
+        ck_assert_int_eq(fg_device_of(r), FG_CUDA);
+        ck_tensor_values(r, (const double[]){2, 2, 2, 2, 2, 2}, 6, 0);
+    }
+    /* mixing devices is a device error */
+    fg_tensor *c = fg_ones(FG_SHAPE(2, 3), FG_F32, FG_CPU);
+    ck_assert_ptr_null(fg_add(a, c));
+    ck_assert_int_eq(fg_last_status(), FG_ERR_DEVICE);
+    ck_assert_ptr_nonnull(strstr(fg_last_error(), "cuda"));
+    ck_assert_ptr_nonnull(strstr(fg_last_error(), "cpu"));
+}
+END_TEST
+
+START_TEST(test_memory_stats_count_device_bytes)
+{
+    fg_memory_stats m0, m1;
+    fg_get_memory_stats(&m0);
+    fg_scope *s = fg_scope_begin();
+    fg_tensor *t = fg_empty(FG_SHAPE(1000, 10), FG_F64, FG_CUDA);
+    ck_assert_ptr_nonnull(t);
+    fg_tensor *v = fg_transpose(t, 0, 1); /* a view: no new bytes */
+    ck_assert_ptr_nonnull(v);
+    fg_get_memory_stats(&m1);
+    ck_assert_int_eq(m1.live_bytes[FG_CUDA], m0.live_bytes[FG_CUDA] + 80000);
+    ck_assert_int_eq(m1.live_bytes[FG_CPU], m0.live_bytes[FG_CPU]);
+    ck_assert_int_ge(m1.peak_bytes[FG_CUDA], m1.live_bytes[FG_CUDA]);
+    ck_assert_int_eq(m1.live_storages, m0.live_storages + 1);
+    ck_assert_int_eq(fg_scope_end(s), FG_OK);
+    fg_get_memory_stats(&m1);
+    ck_assert_int_eq(m1.live_bytes[FG_CUDA], m0.live_bytes[FG_CUDA]);
+    ck_assert_int_eq(m1.live_storages, m0.live_storages);
+    ck_assert_int_eq(m1.live_tensors, m0.live_tensors);
+}
+END_TEST
+
+static Suite *cuda_smoke_suite(void)
+{
+    Suite *s = suite_create("cuda_smoke");
+    TCase *c = tcase_create("device");
+    tcase_add_checked_fixture(c, setup, teardown);
+    tcase_set_timeout(c, 120);
+    tcase_add_test(c, test_roundtrip_all_dtypes);
+    tcase_add_test(c, test_fill_on_device);
+    tcase_add_test(c, test_strided_copy_matches_cpu);
+    tcase_add_test(c, test_device_cast_matches_cpu);
+    tcase_add_test(c, test_ops_unsupported_on_device);
+    tcase_add_test(c, test_memory_stats_count_device_bytes);
+    suite_add_tcase(s, c);
+    return s;
+}
+
+int main(void)
+{
+    char desc[256];
+    fg_cuda_device_description(desc, sizeof desc);
+    if (!fg_cuda_available()) {
+        printf("cuda_smoke: GPU suite skipped (%s%s)\n", desc,
+               fg_cuda_compiled() ? "" : "; configure --with-cuda to build the backend");
+        return 77;
+    }
+    printf("cuda_smoke: running on %s\n", desc);
+    SRunner *sr = srunner_create(cuda_smoke_suite());
+    srunner_set_fork_status(sr, CK_NOFORK);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
