@@ -24,7 +24,7 @@ typedef struct {
     int n_inputs;
     bool passed;
     double max_abs_err[FG_GRADCHECK_MAX_INPUTS]; /* per input */
-    double max_rel_err[FG_GRADCHECK_MAX_INPUTS];
+    double max_rel_err[FG_GRADCHECK_MAX_INPUTS]; /* |a - n| / max(|n|, atol) */
     int64_t worst_index[FG_GRADCHECK_MAX_INPUTS]; /* flat index of the worst element */
 } fg_gradcheck_result;
 

@@ -17,7 +17,7 @@ void fg_generator_free(fg_generator *g);
 void fg_generator_set_state(fg_generator *g, uint64_t seed, uint64_t offset);
 uint64_t fg_generator_seed(const fg_generator *g);
 uint64_t fg_generator_offset(const fg_generator *g);
-/* Reserves n 32-bit words and returns the starting offset (in 4-word blocks). */
+/* Reserves n 32-bit words and returns the starting offset (in 4-word blocks); NULL: the default generator. */
 uint64_t fg_generator_advance(fg_generator *g, uint64_t n_words);
 /* The library's default generator (seed 0x5eed) used when a NULL generator is passed. */
 fg_generator *fg_default_generator(void);
@@ -33,7 +33,8 @@ fg_tensor *fg_uniform(fg_generator *g, double lo, double hi, int ndim, const int
 fg_tensor *fg_randn(fg_generator *g, int ndim, const int64_t *shape, fg_dtype dt, fg_device dev);
 fg_tensor *fg_normal(fg_generator *g, double mean, double std, int ndim, const int64_t *shape,
                      fg_dtype dt, fg_device dev);
-/* Integers uniform in [lo, hi) as i64/i32. */
+/* Integers uniform in [lo, hi) as i64/i32: one word per value, lo + word % (hi - lo),
+ * so the modulo bias is below (hi - lo) / 2^32 (negligible for ids and indices). */
 fg_tensor *fg_randint(fg_generator *g, int64_t lo, int64_t hi, int ndim, const int64_t *shape,
                       fg_dtype dt, fg_device dev);
 

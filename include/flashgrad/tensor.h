@@ -11,7 +11,9 @@ extern "C" {
 /* ---- Ownership -------------------------------------------------------------
  * Tensors are reference counted. A tensor created while a scope is open belongs
  * to the innermost scope and is released when that scope ends; one created with
- * no scope open belongs to the caller, who releases it with fg_free. fg_keep
+ * no scope open belongs to the caller, who releases it with fg_free. Each
+ * reference is released once: the scope's by scope end or by one fg_free, each
+ * fg_retain's by one more fg_free, in any order. fg_keep
  * moves a tensor out of its scope to the caller (e.g. a loss to print after the
  * step), fg_free on a scope-owned tensor releases it early. Autograd nodes keep
  * what they save alive on their own, so scope end never breaks a pending graph. */
@@ -84,7 +86,8 @@ fg_tensor *fg_expand(fg_tensor *t, int ndim, const int64_t *shape);
 fg_tensor *fg_squeeze(fg_tensor *t, int d);
 fg_tensor *fg_unsqueeze(fg_tensor *t, int d);
 fg_tensor *fg_flatten(fg_tensor *t);
-/* A contiguous tensor with the same values (t itself, retained, if already contiguous). */
+/* A contiguous tensor with the same values: a new view of t's storage when t is
+ * already contiguous, else a copy (differentiable either way). */
 fg_tensor *fg_contiguous(fg_tensor *t);
 /* An independent copy (differentiable). */
 fg_tensor *fg_clone(fg_tensor *t);

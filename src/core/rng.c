@@ -61,6 +61,7 @@ uint64_t fg_generator_offset(const fg_generator *g) { return g ? g->offset : 0; 
 
 uint64_t fg_generator_advance(fg_generator *g, uint64_t n_words)
 {
+    if (!g) g = fg_default_generator();
     uint64_t start = g->offset;
     g->offset += (n_words + 3) / 4;
     return start;
