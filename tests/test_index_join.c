@@ -7,25 +7,6 @@
 
 /* ---- helpers ---- */
 
-#define BEGIN                                                 \
-    fg_memory_stats ms0_;                                     \
-    fg_get_memory_stats(&ms0_);                               \
-    fg_scope *sc_ = fg_scope_begin();                         \
-    ck_assert_ptr_nonnull(sc_);                               \
-    fg_generator *gen = fg_generator_new(42);                 \
-    ck_assert_ptr_nonnull(gen);                               \
-    fg_clear_error()
-
-#define END                                                   \
-    do {                                                      \
-        fg_generator_free(gen);                               \
-        ck_assert_int_eq(fg_scope_end(sc_), FG_OK);           \
-        fg_memory_stats ms1_;                                 \
-        fg_get_memory_stats(&ms1_);                           \
-        ck_assert_int_eq(ms1_.live_tensors, ms0_.live_tensors); \
-        ck_assert_int_eq(ms1_.live_nodes, ms0_.live_nodes);   \
-    } while (0)
-
 /* Exact expected values (row-major). */
 #define CKV(t, ...)                                                                  \
     do {                                                                             \

@@ -5,55 +5,6 @@
 #include <string.h>
 #include "testutil.h"
 
-#define BEGIN                               \
-    fg_scope *scope_ = fg_scope_begin();    \
-    ck_assert_ptr_nonnull(scope_);          \
-    fg_clear_error()
-#define END ck_assert_int_eq(fg_scope_end(scope_), FG_OK)
-
-static fg_tensor *t64(const double *d, int ndim, const int64_t *shape)
-{
-    fg_tensor *t = fg_from_f64(d, ndim, shape, FG_F64, FG_CPU);
-    ck_assert_msg(t != NULL, "fg_from_f64: %s", fg_last_error());
-    return t;
-}
-
-static fg_tensor *p64(const double *d, int ndim, const int64_t *shape)
-{
-    fg_tensor *t = t64(d, ndim, shape);
-    ck_assert_int_eq(fg_set_requires_grad(t, true), FG_OK);
-    return t;
-}
-
-static void read_f64(const fg_tensor *t, double *v, int64_t n)
-{
-    ck_assert_ptr_nonnull(t);
-    ck_assert_int_eq(fg_numel(t), n);
-    ck_assert_int_eq(fg_to_f64_array(t, v, n), FG_OK);
-}
-
-static void ck_err(fg_status want, const char *needle1, const char *needle2)
-{
-    ck_assert_msg(fg_last_status() == want, "status %s, expected %s (%s)", fg_status_name(fg_last_status()),
-                  fg_status_name(want), fg_last_error());
-    if (needle1)
-        ck_assert_msg(strstr(fg_last_error(), needle1), "message '%s' lacks '%s'", fg_last_error(), needle1);
-    if (needle2)
-        ck_assert_msg(strstr(fg_last_error(), needle2), "message '%s' lacks '%s'", fg_last_error(), needle2);
-}
-
-static void ck_same_tensor(const fg_tensor *a, const fg_tensor *b, double tol)
-{
-    ck_assert_ptr_nonnull(a);
-    ck_assert_ptr_nonnull(b);
-    ck_shape(a, fg_ndim(b), fg_shape(b));
-    int64_t n = fg_numel(b);
-    double *v = malloc((size_t)(n ? n : 1) * sizeof *v);
-    ck_assert_int_eq(fg_to_f64_array(b, v, n), FG_OK);
-    ck_tensor_values(a, v, n, tol);
-    free(v);
-}
-
 /* Reference batched product on row-major arrays: c[t] = a[t % ba] @ b[t % bb]
  * is not general enough for broadcasting, so callers pass per-batch offsets. */
 static void ref_mm(const double *a, const double *b, double *c, int n, int k, int m)

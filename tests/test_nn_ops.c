@@ -4,27 +4,8 @@
  * test runs in its own scope and checks that no tensor or node outlives it. */
 #include <stdio.h>
 #include <string.h>
+#define FG_TEST_SEED 20240521
 #include "testutil.h"
-
-/* ---- per-test scope, generator and leak check ---- */
-#define BEGIN                                        \
-    fg_memory_stats ms0_;                            \
-    fg_get_memory_stats(&ms0_);                      \
-    fg_scope *scope_ = fg_scope_begin();             \
-    ck_assert_ptr_nonnull(scope_);                   \
-    fg_generator *gen = fg_generator_new(20240521);  \
-    ck_assert_ptr_nonnull(gen);                      \
-    fg_clear_error()
-
-#define END                                                            \
-    do {                                                               \
-        fg_generator_free(gen);                                        \
-        ck_assert_int_eq(fg_scope_end(scope_), FG_OK);                 \
-        fg_memory_stats ms1_;                                          \
-        fg_get_memory_stats(&ms1_);                                    \
-        ck_assert_int_eq(ms1_.live_tensors, ms0_.live_tensors);        \
-        ck_assert_int_eq(ms1_.live_nodes, ms0_.live_nodes);            \
-    } while (0)
 
 /* ---- helpers ---- */
 static fg_tensor *from(const double *v, int ndim, const int64_t *shape, fg_dtype dt)
