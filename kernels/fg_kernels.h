@@ -1,7 +1,10 @@
-/* extern "C" launchers of the CUDA kernels (kernels/ *.cu files). Each returns a
- * cudaError_t value as int (0 = success) after checking the launch. Pointers are
- * device pointers at element 0; strides and sizes are in elements. dtype codes
- * are fg_dtype values. */
+/* extern "C" launchers of the CUDA kernels (kernels/ *.cu files), the one
+ * internal header through which host C code reaches them. Each launcher
+ * enqueues work on `stream` (a cudaStream_t passed as void *) and returns the
+ * cudaError_t of the launch as int (0 = success); the caller maps it with
+ * fg__cuda_check. Pointers are device pointers at element 0; strides and sizes
+ * are in elements; dtype codes are fg_dtype values. The per-family sections
+ * live in kernels/k_<family>.h, all included here. */
 #ifndef FG_KERNELS_H
 #define FG_KERNELS_H
 
@@ -13,6 +16,17 @@ extern "C" {
 
 #define FG_K_MAX_DIMS 8
 
+/* A strided view as the kernels see it (no ownership). For broadcast inputs
+ * the host passes the view expanded to the output's shape (stride 0 dims). */
+typedef struct {
+    void *data;
+    int dtype;
+    int ndim;
+    int64_t numel;
+    int64_t shape[FG_K_MAX_DIMS];
+    int64_t stride[FG_K_MAX_DIMS];
+} fg_k_tensor;
+
 int fg_k_fill(void *dst, int dtype, int64_t n, double value, void *stream);
 int fg_k_copy_strided(void *dst, int dst_dtype, const int64_t *dst_stride, const void *src, int src_dtype,
                       const int64_t *src_stride, int ndim, const int64_t *shape, int64_t numel, void *stream);
@@ -20,4 +34,11 @@ int fg_k_copy_strided(void *dst, int dst_dtype, const int64_t *dst_stride, const
 #ifdef __cplusplus
 }
 #endif
+
+#include "k_elementwise.h"
+#include "k_reduce.h"
+#include "k_nn.h"
+#include "k_index.h"
+#include "k_random.h"
+
 #endif

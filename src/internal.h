@@ -6,6 +6,8 @@
 #include <stdarg.h>
 #include <string.h>
 #include <flashgrad.h>
+#include "config.h"
+#include "fg_kernels.h"
 
 #if defined(__GNUC__)
 #define FG_PRINTF(a, b) __attribute__((format(printf, a, b)))
@@ -204,8 +206,49 @@ void fg__node_unref(fg_node *n);
 fg_tensor *fg__sum_to_shape(fg_tensor *g, int ndim, const int64_t *shape);
 
 /* ---- CUDA glue (src/core/cuda.c) ---- */
+/* The caching allocator: nbytes must be the size the block was allocated with. */
 fg_status fg__cuda_malloc(void **p, size_t nbytes);
-void fg__cuda_free(void *p);
+void fg__cuda_free(void *p, size_t nbytes);
+/* The stream all device work goes to (a cudaStream_t). */
+void *fg__cuda_stream(void);
+/* Maps a launcher's return code (cudaError_t as int) to a status + message. */
+fg_status fg__cuda_check(const char *op, int err);
+/* FG_CUDA_CALL(op, launcher(...)): the launcher only exists in CUDA builds, so
+ * CPU-only builds compile the call away (a device tensor cannot exist there). */
+#ifdef FG_HAVE_CUDA
+#define FG_CUDA_CALL(op, expr) fg__cuda_check((op), (expr))
+#else
+#define FG_CUDA_CALL(op, expr) fg__err(FG_ERR_DEVICE, "%s: this build has no CUDA backend", (op))
+#endif
+/* The kernel-side descriptor of a tensor, optionally read as broadcast to
+ * (ndim, shape) (stride 0 on broadcast dims). */
+static inline fg_k_tensor fg__kt(const fg_tensor *t)
+{
+    fg_k_tensor k;
+    k.data = (char *)t->storage->data + (size_t)t->offset * fg_dtype_size(t->dtype);
+    k.dtype = (int)t->dtype;
+    k.ndim = t->ndim;
+    k.numel = t->numel;
+    for (int d = 0; d < FG_K_MAX_DIMS; d++) {
+        k.shape[d] = d < t->ndim ? t->shape[d] : 1;
+        k.stride[d] = d < t->ndim ? t->stride[d] : 0;
+    }
+    return k;
+}
+static inline fg_k_tensor fg__kt_bcast(const fg_tensor *t, int ndim, const int64_t *shape)
+{
+    fg_k_tensor k = fg__kt(t);
+    int64_t st[FG_MAX_DIMS];
+    fg__broadcast_strides(t, ndim, shape, st);
+    k.ndim = ndim;
+    k.numel = 1;
+    for (int d = 0; d < FG_K_MAX_DIMS; d++) {
+        k.shape[d] = d < ndim ? shape[d] : 1;
+        k.stride[d] = d < ndim ? st[d] : 0;
+        if (d < ndim) k.numel *= shape[d];
+    }
+    return k;
+}
 fg_status fg__cuda_memcpy_h2d(void *dst, const void *src, size_t n);
 fg_status fg__cuda_memcpy_d2h(void *dst, const void *src, size_t n);
 fg_status fg__cuda_memcpy_d2d(void *dst, const void *src, size_t n);

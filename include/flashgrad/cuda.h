@@ -18,6 +18,21 @@ fg_status fg_cuda_synchronize(void);
 /* Fills buf with "NVIDIA H100 80GB HBM3 (sm_90, 79 GiB)" or a reason it is unavailable. */
 const char *fg_cuda_device_description(char *buf, size_t len);
 
+/* The CUDA caching allocator. Freed blocks are kept for reuse (no cudaMalloc
+ * in a steady training loop); FG_CUDA_NO_CACHE=1 in the environment disables it. */
+typedef struct {
+    int64_t in_use_bytes;  /* held by live tensors (rounded block sizes) */
+    int64_t peak_bytes;    /* high-water mark of in_use_bytes */
+    int64_t cached_bytes;  /* free blocks kept for reuse */
+    int64_t n_cuda_malloc; /* cudaMalloc calls so far */
+    int64_t n_cuda_free;
+    int64_t n_cache_hits;  /* allocations served from the cache */
+} fg_cuda_memory_stats;
+fg_status fg_cuda_get_memory_stats(fg_cuda_memory_stats *out);
+/* Returns every cached block to the driver. */
+fg_status fg_cuda_empty_cache(void);
+void fg_cuda_reset_peak(void);
+
 #ifdef __cplusplus
 }
 #endif

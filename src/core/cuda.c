@@ -1,12 +1,13 @@
 /* Host-side CUDA glue: device discovery, memory, transfers, and status mapping.
  * Without a CUDA build every entry reports FG_ERR_DEVICE / false. */
 #include <stdio.h>
+#include <stdlib.h>
 #include "config.h"
 #include "internal.h"
 
 #ifdef FG_HAVE_CUDA
+#include <pthread.h>
 #include <cuda_runtime_api.h>
-#include "../../kernels/fg_kernels.h"
 
 static fg_status cuda_status(const char *what, cudaError_t e)
 {
@@ -61,16 +62,148 @@ const char *fg_cuda_device_description(char *buf, size_t len)
     return buf;
 }
 
-fg_status fg__cuda_malloc(void **p, size_t nbytes)
+/* ---- caching allocator ----
+ * Blocks are rounded up (512 B granules under 1 MiB, 2 MiB granules above) and
+ * kept on a free list when released, so a training loop that allocates the same
+ * shapes every step stops calling cudaMalloc after its first step. All work runs
+ * on one stream, so a block released on the host can be handed out again at
+ * once: later kernels are ordered after the ones that used it. FG_CUDA_NO_CACHE=1
+ * turns caching off (for compute-sanitizer runs). */
+typedef struct {
+    void *ptr;
+    size_t size;
+} cache_block;
+
+static struct {
+    pthread_mutex_t mu;
+    cache_block *free;
+    size_t n_free_blocks, cap;
+    int64_t in_use, peak, cached, n_malloc, n_free, n_hits;
+    int no_cache; /* -1: not read yet */
+} g_alloc = {PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0, 0, 0, 0, 0, 0, 0, -1};
+
+static size_t round_block(size_t n)
 {
-    char what[96];
-    snprintf(what, sizeof what, "cuda alloc of %zu bytes", nbytes);
-    return cuda_status(what, cudaMalloc(p, nbytes));
+    const size_t small = 512, large = (size_t)2 << 20;
+    if (n == 0) n = 1;
+    return n < ((size_t)1 << 20) ? (n + small - 1) / small * small : (n + large - 1) / large * large;
 }
 
-void fg__cuda_free(void *p)
+static void release_cache_locked(void)
 {
-    if (p) cudaFree(p);
+    for (size_t i = 0; i < g_alloc.n_free_blocks; i++) {
+        cudaFree(g_alloc.free[i].ptr);
+        g_alloc.n_free++;
+    }
+    g_alloc.n_free_blocks = 0;
+    g_alloc.cached = 0;
+}
+
+fg_status fg__cuda_malloc(void **p, size_t nbytes)
+{
+    size_t size = round_block(nbytes);
+    pthread_mutex_lock(&g_alloc.mu);
+    if (g_alloc.no_cache < 0) {
+        const char *e = getenv("FG_CUDA_NO_CACHE");
+        g_alloc.no_cache = e && *e && strcmp(e, "0") != 0;
+    }
+    for (size_t i = g_alloc.n_free_blocks; i-- > 0;) {
+        if (g_alloc.free[i].size != size) continue;
+        *p = g_alloc.free[i].ptr;
+        g_alloc.free[i] = g_alloc.free[--g_alloc.n_free_blocks];
+        g_alloc.cached -= (int64_t)size;
+        g_alloc.n_hits++;
+        goto got;
+    }
+    cudaError_t e = cudaMalloc(p, size);
+    if (e == cudaErrorMemoryAllocation) {
+        cudaGetLastError(); /* not sticky: clear it, give the cache back, try once more */
+        release_cache_locked();
+        e = cudaMalloc(p, size);
+    }
+    if (e != cudaSuccess) {
+        int64_t in_use = g_alloc.in_use;
+        pthread_mutex_unlock(&g_alloc.mu);
+        char what[160];
+        snprintf(what, sizeof what, "cuda alloc of %zu bytes (%lld bytes in use by flashgrad)", nbytes,
+                 (long long)in_use);
+        *p = NULL;
+        return cuda_status(what, e);
+    }
+    g_alloc.n_malloc++;
+got:
+    g_alloc.in_use += (int64_t)size;
+    if (g_alloc.in_use > g_alloc.peak) g_alloc.peak = g_alloc.in_use;
+    pthread_mutex_unlock(&g_alloc.mu);
+    return FG_OK;
+}
+
+void fg__cuda_free(void *p, size_t nbytes)
+{
+    if (!p) return;
+    size_t size = round_block(nbytes);
+    pthread_mutex_lock(&g_alloc.mu);
+    g_alloc.in_use -= (int64_t)size;
+    bool cached = false;
+    if (g_alloc.no_cache <= 0) {
+        if (g_alloc.n_free_blocks == g_alloc.cap) {
+            size_t cap = g_alloc.cap ? g_alloc.cap * 2 : 256;
+            cache_block *f = realloc(g_alloc.free, cap * sizeof *f);
+            if (f) {
+                g_alloc.free = f;
+                g_alloc.cap = cap;
+            }
+        }
+        if (g_alloc.n_free_blocks < g_alloc.cap) {
+            g_alloc.free[g_alloc.n_free_blocks++] = (cache_block){p, size};
+            g_alloc.cached += (int64_t)size;
+            cached = true;
+        }
+    }
+    if (!cached) {
+        cudaFree(p);
+        g_alloc.n_free++;
+    }
+    pthread_mutex_unlock(&g_alloc.mu);
+}
+
+fg_status fg_cuda_get_memory_stats(fg_cuda_memory_stats *out)
+{
+    if (!out) return fg__err_null("fg_cuda_get_memory_stats", "out");
+    pthread_mutex_lock(&g_alloc.mu);
+    out->in_use_bytes = g_alloc.in_use;
+    out->peak_bytes = g_alloc.peak;
+    out->cached_bytes = g_alloc.cached;
+    out->n_cuda_malloc = g_alloc.n_malloc;
+    out->n_cuda_free = g_alloc.n_free;
+    out->n_cache_hits = g_alloc.n_hits;
+    pthread_mutex_unlock(&g_alloc.mu);
+    return FG_OK;
+}
+
+fg_status fg_cuda_empty_cache(void)
+{
+    pthread_mutex_lock(&g_alloc.mu);
+    release_cache_locked();
+    pthread_mutex_unlock(&g_alloc.mu);
+    return FG_OK;
+}
+
+void fg_cuda_reset_peak(void)
+{
+    pthread_mutex_lock(&g_alloc.mu);
+    g_alloc.peak = g_alloc.in_use;
+    pthread_mutex_unlock(&g_alloc.mu);
+}
+
+void *fg__cuda_stream(void) { return NULL; /* the legacy default stream: one stream for all work */ }
+
+fg_status fg__cuda_check(const char *op, int err)
+{
+    if (err == 0) return FG_OK;
+    char what[160];
+    snprintf(what, sizeof what, "%s (kernel launch)", op);
+    return cuda_status(what, (cudaError_t)err);
 }
 
 fg_status fg__cuda_memcpy_h2d(void *dst, const void *src, size_t n)
@@ -118,7 +251,16 @@ const char *fg_cuda_device_description(char *buf, size_t len)
     return buf;
 }
 fg_status fg__cuda_malloc(void **p, size_t nbytes) { *p = NULL; return no_cuda("cuda alloc"); }
-void fg__cuda_free(void *p) { (void)p; }
+void fg__cuda_free(void *p, size_t nbytes) { (void)p; }
+fg_status fg_cuda_get_memory_stats(fg_cuda_memory_stats *out)
+{
+    if (out) memset(out, 0, sizeof *out);
+    return no_cuda("fg_cuda_get_memory_stats");
+}
+fg_status fg_cuda_empty_cache(void) { return FG_OK; }
+void fg_cuda_reset_peak(void) {}
+void *fg__cuda_stream(void) { return NULL; }
+fg_status fg__cuda_check(const char *op, int err) { return no_cuda(op); }
 fg_status fg__cuda_memcpy_h2d(void *d, const void *s, size_t n) { return no_cuda("copy host->device"); }
 fg_status fg__cuda_memcpy_d2h(void *d, const void *s, size_t n) { return no_cuda("copy device->host"); }
 fg_status fg__cuda_memcpy_d2d(void *d, const void *s, size_t n) { return no_cuda("copy device->device"); }

@@ -69,6 +69,6 @@ void fg__storage_unref(fg_storage *s)
     if (s->device == FG_CPU)
         free(s->data);
     else
-        fg__cuda_free(s->data);
+        fg__cuda_free(s->data, s->nbytes ? s->nbytes : 1);
     free(s);
 }

@@ -1,0 +1,1 @@
+// CUDA kernels for the elementwise family: written in this change.

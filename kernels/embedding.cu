@@ -1,0 +1,1 @@
+// CUDA kernels for the embedding family: written in this change.

@@ -1,0 +1,1 @@
+// CUDA kernels for the index family: written in this change.

@@ -1,0 +1,1 @@
+// CUDA kernels for the norm family: written in this change.

@@ -1,0 +1,1 @@
+// CUDA kernels for the random family: written in this change.

@@ -1,0 +1,1 @@
+// CUDA kernels for the reduce family: written in this change.

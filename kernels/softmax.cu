@@ -1,0 +1,1 @@
+// CUDA kernels for the softmax family: written in this change.

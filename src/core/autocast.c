@@ -1,0 +1,2 @@
+/* autocast scope: written in this change. */
+#include "internal.h"

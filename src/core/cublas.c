@@ -1,0 +1,2 @@
+/* cuBLAS handle and GEMM dispatch: written in this change. */
+#include "internal.h"

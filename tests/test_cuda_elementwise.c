@@ -1,0 +1,4 @@
+/* GPU suite: written in this change. */
+#include "cudatest.h"
+static Suite *mk(void) { return suite_create("cuda_elementwise"); }
+FG_CUDA_TEST_MAIN(mk, "cuda_elementwise")
