@@ -206,14 +206,78 @@ fg_status fg__cuda_check(const char *op, int err)
     return cuda_status(what, (cudaError_t)err);
 }
 
-fg_status fg__cuda_memcpy_h2d(void *dst, const void *src, size_t n)
+/* ---- host <-> device transfers through pinned staging ----
+ * Pageable memory cannot be DMA'd directly: large transfers go through two
+ * pinned 4 MiB buffers in turn, so the host memcpy into one overlaps the DMA of
+ * the other. Small ones (and any failure to get pinned memory) use plain
+ * cudaMemcpy. Transfers are synchronous for the caller. */
+#define STAGE_BYTES ((size_t)4 << 20)
+static struct {
+    pthread_mutex_t mu;
+    void *buf[2];
+    cudaEvent_t done[2];
+    int state; /* 0: not set up, 1: ready, -1: unavailable */
+} g_stage = {PTHREAD_MUTEX_INITIALIZER, {NULL, NULL}, {NULL, NULL}, 0};
+
+static bool stage_ready_locked(void)
 {
-    return cuda_status("copy host->device", cudaMemcpy(dst, src, n, cudaMemcpyHostToDevice));
+    if (g_stage.state == 0) {
+        g_stage.state = -1;
+        if (cudaMallocHost(&g_stage.buf[0], STAGE_BYTES) == cudaSuccess &&
+            cudaMallocHost(&g_stage.buf[1], STAGE_BYTES) == cudaSuccess &&
+            cudaEventCreateWithFlags(&g_stage.done[0], cudaEventDisableTiming) == cudaSuccess &&
+            cudaEventCreateWithFlags(&g_stage.done[1], cudaEventDisableTiming) == cudaSuccess)
+            g_stage.state = 1;
+        else
+            cudaGetLastError(); /* fall back to pageable copies */
+    }
+    return g_stage.state == 1;
 }
-fg_status fg__cuda_memcpy_d2h(void *dst, const void *src, size_t n)
+
+static fg_status staged_copy(void *dst, const void *src, size_t n, bool to_device)
 {
-    return cuda_status("copy device->host", cudaMemcpy(dst, src, n, cudaMemcpyDeviceToHost));
+    const char *what = to_device ? "copy host->device" : "copy device->host";
+    cudaStream_t st = (cudaStream_t)fg__cuda_stream();
+    pthread_mutex_lock(&g_stage.mu);
+    if (n < ((size_t)1 << 20) || !stage_ready_locked()) {
+        pthread_mutex_unlock(&g_stage.mu);
+        return cuda_status(what, cudaMemcpy(dst, src, n, to_device ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost));
+    }
+    cudaError_t e = cudaSuccess;
+    if (to_device) {
+        for (size_t off = 0, k = 0; off < n && e == cudaSuccess; off += STAGE_BYTES, k ^= 1) {
+            size_t len = n - off < STAGE_BYTES ? n - off : STAGE_BYTES;
+            e = cudaEventSynchronize(g_stage.done[k]); /* buffer k's previous DMA has finished */
+            if (e != cudaSuccess) break;
+            memcpy(g_stage.buf[k], (const char *)src + off, len);
+            e = cudaMemcpyAsync((char *)dst + off, g_stage.buf[k], len, cudaMemcpyHostToDevice, st);
+            if (e == cudaSuccess) e = cudaEventRecord(g_stage.done[k], st);
+        }
+    } else {
+        /* Keep one DMA in flight while the previous chunk is copied out on the host. */
+        size_t prev_off = 0, prev_len = 0;
+        int prev_k = -1;
+        for (size_t off = 0, k = 0; off < n && e == cudaSuccess; off += STAGE_BYTES, k ^= 1) {
+            size_t len = n - off < STAGE_BYTES ? n - off : STAGE_BYTES;
+            e = cudaMemcpyAsync(g_stage.buf[k], (const char *)src + off, len, cudaMemcpyDeviceToHost, st);
+            if (e == cudaSuccess) e = cudaEventRecord(g_stage.done[k], st);
+            if (e == cudaSuccess && prev_k >= 0 && (e = cudaEventSynchronize(g_stage.done[prev_k])) == cudaSuccess)
+                memcpy((char *)dst + prev_off, g_stage.buf[prev_k], prev_len);
+            prev_off = off;
+            prev_len = len;
+            prev_k = (int)k;
+        }
+        if (e == cudaSuccess && prev_k >= 0 && (e = cudaEventSynchronize(g_stage.done[prev_k])) == cudaSuccess)
+            memcpy((char *)dst + prev_off, g_stage.buf[prev_k], prev_len);
+    }
+    if (e == cudaSuccess) e = cudaStreamSynchronize(st); /* the caller may reuse src / read dst now */
+    pthread_mutex_unlock(&g_stage.mu);
+    return cuda_status(what, e);
 }
+
+fg_status fg__cuda_memcpy_h2d(void *dst, const void *src, size_t n) { return staged_copy(dst, src, n, true); }
+fg_status fg__cuda_memcpy_d2h(void *dst, const void *src, size_t n) { return staged_copy(dst, src, n, false); }
+
 fg_status fg__cuda_memcpy_d2d(void *dst, const void *src, size_t n)
 {
     return cuda_status("copy device->device", cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, 0));
