@@ -11,5 +11,8 @@
 #include <flashgrad/ops.h>
 #include <flashgrad/gradcheck.h>
 #include <flashgrad/cuda.h>
+#include <flashgrad/cublas.h>
+#include <flashgrad/autocast.h>
+#include <flashgrad/deterministic.h>
 
 #endif

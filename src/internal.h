@@ -257,6 +257,15 @@ fg_status fg__cuda_fill(void *p, fg_dtype dt, int64_t n, double value);
 fg_status fg__cuda_copy_strided(void *dst, fg_dtype dst_dt, const int64_t *dst_stride, const void *src,
                                 fg_dtype src_dt, const int64_t *src_stride, int ndim, const int64_t *shape);
 
+/* ---- cuBLAS (src/core/cublas.c) ----
+ * out: contiguous (..., n, m); a (..., n, k), b (..., k, m): views already
+ * broadcast to out's batch dims (stride 0 on broadcast dims), all three of one
+ * float dtype on CUDA. accumulate: out += a @ b (beta = 1) instead of out = a @ b. */
+fg_status fg__cuda_matmul(const char *op, fg_tensor *out, const fg_tensor *a, const fg_tensor *b, bool accumulate);
+/* Maps a cublasStatus_t (as int) to FG_OK or FG_ERR_CUDA with a message naming
+ * the op, the cuBLAS status name and `detail` (the call and the shapes). */
+fg_status fg__cublas_check(const char *op, int status, const char *detail);
+
 /* Thread-local state shared by core files. */
 uint64_t fg__next_seq(void);
 void fg__stats_tensor(int delta);

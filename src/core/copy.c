@@ -97,11 +97,16 @@ fg_status fg__copy_elements(fg_tensor *dst, const fg_tensor *src)
     }
     if (dst->device == FG_CUDA && src->device == FG_CUDA) {
         if (!fg__same_shape(dst, src)) {
-            /* Element order differs only by shape: reinterpret both as flat when contiguous. */
-            if (!fg_is_contiguous(dst) || !fg_is_contiguous(src))
-                return fg__err(FG_ERR_UNSUPPORTED, "copy: device copy between different non-contiguous shapes");
-            int64_t n = dst->numel, one = 1;
-            return fg__cuda_copy_strided(fg__data(dst), dst->dtype, &one, fg__data(src), src->dtype, &one, 1, &n);
+            /* Shapes differ, element order is row-major in each: pack src, then
+             * read the packed buffer through dst's shape. */
+            fg_tensor *packed = fg__contig(src);
+            if (!packed) return fg_last_status();
+            int64_t st[FG_MAX_DIMS];
+            fg__contiguous_strides(dst->ndim, dst->shape, st);
+            fg_status s = fg__cuda_copy_strided(fg__data(dst), dst->dtype, dst->stride, fg__data(packed),
+                                                packed->dtype, st, dst->ndim, dst->shape);
+            fg__unref(packed);
+            return s;
         }
         return fg__cuda_copy_strided(fg__data(dst), dst->dtype, dst->stride, fg__data(src), src->dtype,
                                      src->stride, dst->ndim, dst->shape);

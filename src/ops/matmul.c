@@ -1,12 +1,65 @@
-/* Matrix products with numpy.matmul semantics and their backward. */
+/* Matrix products with numpy.matmul semantics, the fused linear layer, their
+ * backward, and the autocast hook. CPU tensors run the reference kernel
+ * (src/cpu/matmul.c); CUDA tensors run cuBLAS (src/core/cublas.c). */
 #include "cpu/cpu.h"
+#include <flashgrad/autocast.h>
+#include <flashgrad/cublas.h>
+
+/* The dtype autocast casts these operands to, or FG_F32 when it does not apply:
+ * no scope open, an operand not on CUDA, an f64/integer operand, or all
+ * operands already of the autocast dtype. NULL entries are skipped. */
+static fg_dtype autocast_target(int n, fg_tensor *const *t)
+{
+    fg_dtype ac = fg_autocast_dtype();
+    if (ac == FG_F32) return FG_F32;
+    bool differ = false;
+    for (int i = 0; i < n; i++) {
+        if (!t[i]) continue;
+        fg_dtype dt = t[i]->dtype;
+        if (t[i]->device != FG_CUDA || (dt != FG_F32 && dt != FG_BF16 && dt != FG_F16)) return FG_F32;
+        differ |= dt != ac;
+    }
+    return differ ? ac : FG_F32;
+}
+
+/* t as a (rows, cols) matrix: a view, of a contiguous copy when t's strides do
+ * not allow one (fg_reshape cannot copy between non-contiguous CUDA layouts). */
+static fg_tensor *as_matrix(fg_tensor *t, int64_t rows, int64_t cols)
+{
+    if (t && !fg_is_contiguous(t)) t = fg_contiguous(t);
+    return fg_reshape(t, FG_SHAPE(rows, cols));
+}
+
+/* Gradient of b for (..., n, k) @ (k, m) where b is 2-d and a carries every batch
+ * dim: one (k, N) @ (N, m) product over the flattened batch instead of a batched
+ * (..., k, m) product summed afterwards (no batch-sized temporary, no reduction). */
+static fg_tensor *shared_weight_grad(fg_tensor *a, fg_tensor *g)
+{
+    int64_t k = a->shape[a->ndim - 1], m = g->shape[g->ndim - 1];
+    int64_t rows = 1;
+    for (int d = 0; d < a->ndim - 1; d++) rows *= a->shape[d];
+    fg_tensor *a2 = as_matrix(a, rows, k);
+    fg_tensor *g2 = as_matrix(g, rows, m);
+    return fg_matmul(fg_transpose(a2, 0, 1), g2);
+}
 
 static fg_status matmul_backward(fg_node *n, fg_tensor *const *go, fg_tensor **gi)
 {
     fg_tensor *a = n->saved[0], *b = n->saved[1];
+    /* Backward products run in the dtype of the saved operands (autocast off). */
+    fg_status st = fg_autocast_begin(FG_F32);
+    if (st != FG_OK) return st;
     /* dA = dC B^T, dB = A^T dC, then summed over broadcast batch dims. */
     if (n->edges[0].needs_grad) gi[0] = fg__reduce_to_edge(n, 0, fg_matmul(go[0], fg_transpose(b, -1, -2)));
-    if (n->edges[1].needs_grad) gi[1] = fg__reduce_to_edge(n, 1, fg_matmul(fg_transpose(a, -1, -2), go[0]));
+    if (n->edges[1].needs_grad) {
+        if (n->edges[1].ndim == 2 && b->ndim == 2 && a->ndim > 2)
+            gi[1] = shared_weight_grad(a, go[0]);
+        else
+            gi[1] = fg__reduce_to_edge(n, 1, fg_matmul(fg_transpose(a, -1, -2), go[0]));
+    }
+    fg_autocast_end();
+    for (int i = 0; i < 2; i++)
+        if (n->edges[i].needs_grad && !gi[i]) return fg_last_status() != FG_OK ? fg_last_status() : FG_ERR_STATE;
     return FG_OK;
 }
 
@@ -34,7 +87,6 @@ static fg_tensor *matmul_nd(fg_tensor *a, fg_tensor *b)
     int nd = nbatch + 2;
     shape[nbatch] = a->shape[na - 2];
     shape[nbatch + 1] = b->shape[nb - 1];
-    if (!fg__check_cpu("matmul", a)) return NULL;
     fg_tensor *out = fg__new("matmul", nd, shape, a->dtype, a->device);
     if (!out) return NULL;
     /* Views of a and b broadcast over the batch dims. */
@@ -51,7 +103,8 @@ static fg_tensor *matmul_nd(fg_tensor *a, fg_tensor *b)
     memcpy(bv.shape, eb, sizeof eb);
     memcpy(av.stride, sa, sizeof sa);
     memcpy(bv.stride, sb, sizeof sb);
-    if (fg_cpu_matmul(out, &av, &bv) != FG_OK) {
+    fg_status st = a->device == FG_CUDA ? fg__cuda_matmul("matmul", out, &av, &bv, false) : fg_cpu_matmul(out, &av, &bv);
+    if (st != FG_OK) {
         fg_free(out);
         return NULL;
     }
@@ -66,10 +119,35 @@ static fg_tensor *matmul_nd(fg_tensor *a, fg_tensor *b)
     return out;
 }
 
+/* Casts each operand that is not of dtype ac (differentiably); NULL stays NULL. */
+static void autocast_operands(fg_dtype ac, int n, fg_tensor *const *in, fg_tensor **out)
+{
+    for (int i = 0; i < n; i++) out[i] = in[i] && in[i]->dtype != ac ? fg_cast(in[i], ac) : in[i];
+}
+
+static void free_casts(int n, fg_tensor *const *in, fg_tensor **cast)
+{
+    for (int i = 0; i < n; i++)
+        if (cast[i] != in[i]) fg_free(cast[i]);
+}
+
 fg_tensor *fg_matmul(fg_tensor *a, fg_tensor *b)
 {
     if (!a) { fg__err_null("matmul", "a"); return NULL; }
     if (!b) { fg__err_null("matmul", "b"); return NULL; }
+    fg_tensor *ops[2] = {a, b};
+    fg_dtype ac = autocast_target(2, ops);
+    if (ac != FG_F32) {
+        /* Autocast: differentiable casts (the f32 leaves get f32 gradients), then
+         * the product in the low-precision dtype with autocast suspended. */
+        fg_tensor *c[2];
+        if (fg_autocast_begin(FG_F32) != FG_OK) return NULL;
+        autocast_operands(ac, 2, ops, c);
+        fg_tensor *r = c[0] && c[1] ? fg_matmul(c[0], c[1]) : NULL;
+        fg_autocast_end();
+        free_casts(2, ops, c);
+        return r;
+    }
     if (!fg__check_same("matmul", a, b) || !fg__check_float("matmul", a)) return NULL;
     if (a->ndim == 0 || b->ndim == 0) {
         fg__err(FG_ERR_DIM, "matmul: operands must be at least 1-d (got %d-d and %d-d)", a->ndim, b->ndim);
@@ -98,4 +176,133 @@ fg_tensor *fg_matmul(fg_tensor *a, fg_tensor *b)
     if (a2 != a) fg_free(a2);
     if (b2 != b) fg_free(b2);
     return r;
+}
+
+/* ---- linear: y = x @ w + b ---- */
+
+static fg_status linear_backward(fg_node *n, fg_tensor *const *go, fg_tensor **gi)
+{
+    fg_tensor *x = n->saved[0], *w = n->saved[1], *g = go[0];
+    int64_t in = w->shape[0], out = w->shape[1], rows = 1;
+    for (int d = 0; d < x->ndim - 1; d++) rows *= x->shape[d];
+    fg_status st = fg_autocast_begin(FG_F32);
+    if (st != FG_OK) return st;
+    if (n->edges[0].needs_grad) gi[0] = fg_matmul(g, fg_transpose(w, 0, 1)); /* (..., out) @ (out, in) */
+    fg_tensor *g2 = n->edges[1].needs_grad || n->edges[2].needs_grad ? as_matrix(g, rows, out) : NULL;
+    if (n->edges[1].needs_grad) /* (in, N) @ (N, out) over the flattened batch */
+        gi[1] = fg_matmul(fg_transpose(as_matrix(x, rows, in), 0, 1), g2);
+    if (n->edges[2].needs_grad) /* ones(N) @ (N, out): the column sums as one product (fp32 accumulation) */
+        gi[2] = fg_matmul(fg_ones(FG_SHAPE(rows), g->dtype, g->device), g2);
+    fg_autocast_end();
+    for (int i = 0; i < 3; i++)
+        if (n->edges[i].needs_grad && !gi[i]) return fg_last_status() != FG_OK ? fg_last_status() : FG_ERR_STATE;
+    return FG_OK;
+}
+
+/* On CUDA, two cuBLAS calls and no elementwise kernel: the bias is broadcast
+ * into the result as the rank-1 product ones(rows, 1) @ b(1, out) (exact: 1 * b
+ * in fp32), then x @ w is accumulated onto it (beta = 1), rounded once. */
+static fg_tensor *linear_cuda(fg_tensor *x, fg_tensor *w, fg_tensor *b, int nd, const int64_t *shape)
+{
+    int64_t out_f = w->shape[1], rows = 1;
+    for (int d = 0; d < nd - 1; d++) rows *= shape[d];
+    fg_tensor *out = fg__new("linear", nd, shape, x->dtype, x->device);
+    fg_tensor *ones = out ? fg__new("linear", FG_SHAPE(rows, 1), x->dtype, x->device) : NULL;
+    if (!ones) goto fail;
+    if (rows > 0 && fg__cuda_fill(fg__data(ones), ones->dtype, rows, 1.0) != FG_OK) goto fail;
+    /* out as a (rows, out) matrix, b as a (1, out) row */
+    fg_tensor o2 = *out, b2 = *b;
+    o2.ndim = b2.ndim = 2;
+    o2.shape[0] = rows;
+    o2.shape[1] = out_f;
+    o2.stride[0] = out_f;
+    o2.stride[1] = 1;
+    b2.shape[0] = 1;
+    b2.shape[1] = out_f;
+    b2.stride[0] = out_f * b->stride[0];
+    b2.stride[1] = b->stride[0];
+    if (fg__cuda_matmul("linear (bias)", &o2, ones, &b2, false) != FG_OK) goto fail;
+    /* x as (rows, in) when its strides allow (else its own batched layout), w broadcast over x's batch dims */
+    fg_tensor xh = *x, wh = *w;
+    if (nd == 1) { /* x (in) -> (1, in) */
+        xh.ndim = 2;
+        xh.shape[0] = 1;
+        xh.shape[1] = x->shape[0];
+        xh.stride[1] = x->stride[0];
+        xh.stride[0] = x->shape[0] * x->stride[0];
+    }
+    int pd = nd >= 2 ? nd : 2;
+    fg_tensor oh = nd >= 2 ? *out : o2;
+    wh.ndim = pd;
+    for (int d = 0; d < pd - 2; d++) {
+        wh.shape[d] = shape[d];
+        wh.stride[d] = 0;
+    }
+    wh.shape[pd - 2] = w->shape[0];
+    wh.shape[pd - 1] = w->shape[1];
+    wh.stride[pd - 2] = w->stride[0];
+    wh.stride[pd - 1] = w->stride[1];
+    if (fg__cuda_matmul("linear", &oh, &xh, &wh, true) != FG_OK) goto fail;
+    fg_free(ones);
+    return out;
+fail:
+    fg_free(ones);
+    fg_free(out);
+    return NULL;
+}
+
+fg_tensor *fg_linear(fg_tensor *x, fg_tensor *w, fg_tensor *b)
+{
+    char s1[128], s2[128], s3[128];
+    if (!x) { fg__err_null("linear", "x"); return NULL; }
+    if (!w) { fg__err_null("linear", "w"); return NULL; }
+    fg_tensor *ops[3] = {x, w, b};
+    fg_dtype ac = autocast_target(3, ops);
+    if (ac != FG_F32) {
+        fg_tensor *c[3];
+        if (fg_autocast_begin(FG_F32) != FG_OK) return NULL;
+        autocast_operands(ac, 3, ops, c);
+        fg_tensor *r = c[0] && c[1] && (c[2] || !b) ? fg_linear(c[0], c[1], c[2]) : NULL;
+        fg_autocast_end();
+        free_casts(3, ops, c);
+        return r;
+    }
+    if (!fg__check_same("linear", x, w) || (b && !fg__check_same("linear", x, b)) || !fg__check_float("linear", x))
+        return NULL;
+    if (w->ndim != 2 || x->ndim < 1 || (b && b->ndim != 1)) {
+        fg__err(FG_ERR_DIM, "linear: expects x (..., in), w (in, out) and b (out); got x %s, w %s, b %s",
+                fg_shape_str(x, s1, sizeof s1), fg_shape_str(w, s2, sizeof s2), b ? fg_shape_str(b, s3, sizeof s3) : "NULL");
+        return NULL;
+    }
+    if (x->shape[x->ndim - 1] != w->shape[0] || (b && b->shape[0] != w->shape[1])) {
+        fg__err(FG_ERR_SHAPE, "linear: sizes do not fit: x %s, w %s, b %s (want x (..., in), w (in, out), b (out))",
+                fg_shape_str(x, s1, sizeof s1), fg_shape_str(w, s2, sizeof s2), b ? fg_shape_str(b, s3, sizeof s3) : "NULL");
+        return NULL;
+    }
+    if (!b) return fg_matmul(x, w);
+    int nd = x->ndim;
+    int64_t shape[FG_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[nd - 1] = w->shape[1];
+    fg_tensor *out;
+    if (x->device == FG_CUDA) {
+        out = linear_cuda(x, w, b, nd, shape);
+    } else {
+        /* CPU reference: matmul then add, unrecorded; the node below is the same on both devices. */
+        bool prev = fg_set_grad_enabled(false);
+        fg_tensor *p = fg_matmul(x, w);
+        out = p ? fg_add(p, b) : NULL;
+        fg_free(p);
+        fg_set_grad_enabled(prev);
+    }
+    if (!out) return NULL;
+    fg_tensor *in[3] = {x, w, b};
+    if (!fg__any_requires_grad(3, in)) return out;
+    fg_node *node = fg__record("linear", linear_backward, 3, in, 1, &out);
+    if (node && (fg__save(node, x) < 0 || fg__save(node, w) < 0)) {
+        fg_free(out);
+        fg__err(FG_ERR_OOM, "linear: out of memory saving tensors for backward");
+        return NULL;
+    }
+    return out;
 }
