@@ -140,6 +140,25 @@ static fg_tensor *draw(const char *op, draw_kind kind, fg_generator *g, double a
         return NULL;
     }
     if (!g) g = fg_default_generator();
+    /* Normals use two words per element (Box-Muller pairs), like curand_normal2. */
+    uint64_t n_words = kind == DRAW_NORMAL ? (uint64_t)((n + 1) / 2) * 2 : (uint64_t)n;
+    if (dev == FG_CUDA) {
+        /* Generated on the device with the same counter layout (kernels/random.cu):
+         * the generator advances exactly as on the CPU, and only once the tensor
+         * exists and the kernel is queued, so a failed draw consumes nothing. */
+        fg_tensor *t = fg__new(op, ndim, shape, dt, FG_CUDA);
+        if (!t) return NULL;
+        if (n > 0 && FG_CUDA_CALL(op, fg_k_draw(fg__data(t), (int)dt,
+                                                kind == DRAW_UNIFORM  ? FG_K_DRAW_UNIFORM
+                                                : kind == DRAW_NORMAL ? FG_K_DRAW_NORMAL
+                                                                      : FG_K_DRAW_INT,
+                                                g->seed, g->offset, n, a, b, ilo, span, fg__cuda_stream())) != FG_OK) {
+            fg_free(t);
+            return NULL;
+        }
+        fg_generator_advance(g, n_words);
+        return t;
+    }
     size_t esz = kind == DRAW_INT ? sizeof(int64_t) : sizeof(double);
     void *mem = malloc((size_t)(n ? n : 1) * esz);
     if (!mem) {
@@ -148,9 +167,7 @@ static fg_tensor *draw(const char *op, draw_kind kind, fg_generator *g, double a
     }
     double *buf = mem;
     int64_t *ibuf = mem;
-    /* Normals use two words per element (Box-Muller pairs), like curand_normal2. */
-    uint64_t words = kind == DRAW_NORMAL ? (uint64_t)((n + 1) / 2) * 2 : (uint64_t)n;
-    uint64_t base = fg_generator_advance(g, words);
+    uint64_t base = fg_generator_advance(g, n_words);
     uint32_t blk[4];
     uint64_t cur = UINT64_MAX;
     for (int64_t i = 0; i < n; i++) {

@@ -1,16 +1,97 @@
 /* Embedding lookup: rows of a (V, D) table picked by an index tensor of any
  * shape. The backward scatter-adds the output gradient into a zero (V, D). */
+#include <stdatomic.h>
+#include <flashgrad/deterministic.h>
 #include "cpu/cpu_nn.h"
+
+/* ---- deterministic mode (include/flashgrad/deterministic.h) ---- */
+static atomic_bool g_deterministic = false;
+
+void fg_set_deterministic(bool on) { atomic_store(&g_deterministic, on); }
+bool fg_deterministic(void) { return atomic_load(&g_deterministic); }
+
+/* ---- CUDA paths (only in CUDA builds: a device tensor cannot exist in others) ---- */
+
+/* First flat position of the contiguous device indices outside [0, V) (-1 when
+ * none) and its value; waits for the device. */
+static fg_status cuda_first_out_of_range(const fg_tensor *ic, int64_t V, int64_t *pos, int64_t *bad)
+{
+#ifndef FG_HAVE_CUDA
+    return FG_CUDA_CALL("embedding", 0);
+#else
+    int64_t res[2] = {-1, 0};
+    void *d = NULL;
+    fg_status st = fg__cuda_malloc(&d, 2 * sizeof(int64_t));
+    if (st == FG_OK) st = FG_CUDA_CALL("embedding", fg_k_index_check(fg__kt(ic), V, d, res, fg__cuda_stream()));
+    if (d) fg__cuda_free(d, 2 * sizeof(int64_t));
+    *pos = res[0];
+    *bad = res[1];
+    return st;
+#endif
+}
+
+/* out (n, D) contiguous = weight rows at the n contiguous indices ic. */
+static fg_status cuda_embedding(fg_tensor *out, const fg_tensor *weight, const fg_tensor *ic)
+{
+#ifndef FG_HAVE_CUDA
+    return FG_CUDA_CALL("embedding", 0);
+#else
+    int64_t n = ic->numel, D = weight->shape[1];
+    if (weight->stride[1] == 1 || D == 1) /* whole rows: vectorised copies */
+        return FG_CUDA_CALL("embedding", fg_k_gather_rows(fg__data(out), fg__data(weight),
+                                                          (int)fg_dtype_size(weight->dtype), 1, n, D, 0,
+                                                          weight->stride[0], fg__data(ic), (int)ic->dtype, 1,
+                                                          fg__cuda_stream()));
+    /* Strided columns: an element gather with the indices read as (n, D), stride (1, 0). */
+    fg_k_tensor o = fg__kt(out), w = fg__kt(weight), ix = fg__kt(ic);
+    o.ndim = ix.ndim = 2;
+    o.shape[0] = ix.shape[0] = n;
+    o.shape[1] = ix.shape[1] = D;
+    o.stride[0] = D;
+    o.stride[1] = 1;
+    ix.stride[0] = 1;
+    ix.stride[1] = 0;
+    o.numel = ix.numel = n * D;
+    return FG_CUDA_CALL("embedding", fg_k_gather(o, w, 0, ix, fg__cuda_stream()));
+#endif
+}
+
+/* gw (V, D) = scatter-add of g's rows at the indices: atomics, or sorted and
+ * summed in index order in deterministic mode (bit-identical to the CPU). */
+static fg_status cuda_embedding_grad(fg_tensor *gw, const fg_tensor *ic, const fg_tensor *g)
+{
+#ifndef FG_HAVE_CUDA
+    return FG_CUDA_CALL("embedding backward", 0);
+#else
+    static const char *op = "embedding backward";
+    int64_t V = gw->shape[0], D = gw->shape[1], n = ic->numel;
+    bool det = fg_deterministic();
+    size_t bytes = 0;
+    void *scratch = NULL;
+    fg_status st = FG_CUDA_CALL(op, fg_k_embedding_backward_scratch(det, (int)gw->dtype, n, V, D, &bytes));
+    if (st == FG_OK && bytes) st = fg__cuda_malloc(&scratch, bytes);
+    if (st != FG_OK) return st;
+    st = FG_CUDA_CALL(op, fg_k_embedding_backward(fg__data(gw), (int)gw->dtype, V, D, fg__data(ic), (int)ic->dtype, n,
+                                                  fg__data(g), det, scratch, bytes, fg__cuda_stream()));
+    if (scratch) fg__cuda_free(scratch, bytes);
+    return st;
+#endif
+}
 
 /* saved[0]: the contiguous indices. */
 static fg_status embedding_backward(fg_node *n, fg_tensor *const *go, fg_tensor **gi)
 {
     fg_edge *e = &n->edges[0];
-    if (!fg__check_cpu("embedding", go[0])) return fg_last_status();
     fg_tensor *g = fg__contig(go[0]); /* (*indices.shape, D) */
     fg_tensor *gw = g ? fg__new("embedding", 2, e->shape, e->dtype, e->device) : NULL; /* (V, D) */
-    fg_status st = gw ? fg_cpu_embedding_grad(gw, n->saved[0], g) : fg_last_status();
+    fg_status st = !gw                       ? fg_last_status()
+                   : gw->device == FG_CUDA ? cuda_embedding_grad(gw, n->saved[0], g)
+                                           : fg_cpu_embedding_grad(gw, n->saved[0], g);
     fg__unref(g);
+    if (st != FG_OK && gw) {
+        fg_free(gw);
+        gw = NULL;
+    }
     gi[0] = gw;
     return st;
 }
@@ -36,14 +117,22 @@ fg_tensor *fg_embedding(fg_tensor *weight, fg_tensor *indices)
                 fg_device_name(weight->device), fg_shape_str(indices, bi, sizeof bi), fg_device_name(indices->device));
         return NULL;
     }
-    if (!fg__check_cpu(op, weight)) return NULL;
     int64_t V = weight->shape[0];
     fg_tensor *ic = fg__contig(indices);
     if (!ic) return NULL;
-    int64_t bad = fg_cpu_first_out_of_range(ic, V, false, 0, NULL);
+    int64_t bad = -1, value = 0;
+    if (ic->device == FG_CUDA) {
+        if (cuda_first_out_of_range(ic, V, &bad, &value) != FG_OK) {
+            fg__unref(ic);
+            return NULL;
+        }
+    } else {
+        bad = fg_cpu_first_out_of_range(ic, V, false, 0, NULL);
+        if (bad >= 0) value = fg__ld_index(fg__data(ic), ic->dtype, bad);
+    }
     if (bad >= 0) {
         fg__err(FG_ERR_INDEX, "%s: index %lld at flat position %lld of indices %s is out of range for weight %s "
-                              "(%lld rows)", op, (long long)fg__ld_index(fg__data(ic), ic->dtype, bad), (long long)bad,
+                              "(%lld rows)", op, (long long)value, (long long)bad,
                 fg_shape_str(indices, bi, sizeof bi), fg_shape_str(weight, bw, sizeof bw), (long long)V);
         fg__unref(ic);
         return NULL;
@@ -52,7 +141,14 @@ fg_tensor *fg_embedding(fg_tensor *weight, fg_tensor *indices)
     memcpy(shape, indices->shape, (size_t)indices->ndim * sizeof *shape);
     shape[indices->ndim] = weight->shape[1];
     fg_tensor *out = fg__new(op, indices->ndim + 1, shape, weight->dtype, weight->device);
-    if (out) fg_cpu_embedding(out, weight, ic);
+    if (out && weight->device == FG_CUDA) {
+        if (cuda_embedding(out, weight, ic) != FG_OK) {
+            fg_free(out);
+            out = NULL;
+        }
+    } else if (out) {
+        fg_cpu_embedding(out, weight, ic);
+    }
     if (out && fg__any_requires_grad(1, &weight)) {
         fg_node *node = fg__record(op, embedding_backward, 1, &weight, 1, &out);
         if (!node || fg__save(node, ic) < 0) {

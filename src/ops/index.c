@@ -1,7 +1,43 @@
 /* Index ops (PyTorch semantics): gather, scatter, scatter_add, index_select,
  * index_add, topk. Forward and backward side by side; each backward is built
  * from the other ops (gather <-> scatter_add, index_select <-> index_add). */
+#include <flashgrad/deterministic.h>
 #include "cpu/cpu_index.h"
+
+/* ---- CUDA helpers ---- */
+
+/* The helpers below only exist in CUDA builds (a device tensor cannot exist
+ * in the others). Launch scratch comes from the caching allocator and is
+ * released right after the launch is queued: all work is ordered on one stream. */
+#ifdef FG_HAVE_CUDA
+/* query_err: what the *_scratch query returned (it has written *bytes). */
+static fg_status scratch_alloc(const char *op, int query_err, const size_t *bytes, void **p)
+{
+    *p = NULL;
+    fg_status st = FG_CUDA_CALL(op, query_err);
+    if (st != FG_OK || *bytes == 0) return st;
+    return fg__cuda_malloc(p, *bytes);
+}
+#endif
+
+/* First row-major position of index (any strides, on the device) whose value
+ * is outside [0, size): *pos (-1 when none) and the value *bad. Waits for the
+ * device: the op must fail before it returns. */
+static fg_status cuda_index_range(const char *op, const fg_tensor *index, int64_t size, int64_t *pos, int64_t *bad)
+{
+#ifndef FG_HAVE_CUDA
+    return FG_CUDA_CALL(op, 0);
+#else
+    int64_t res[2] = {-1, 0};
+    void *d = NULL;
+    fg_status st = fg__cuda_malloc(&d, 2 * sizeof(int64_t));
+    if (st == FG_OK) st = FG_CUDA_CALL(op, fg_k_index_check(fg__kt(index), size, d, res, fg__cuda_stream()));
+    if (d) fg__cuda_free(d, 2 * sizeof(int64_t));
+    *pos = res[0];
+    *bad = res[1];
+    return st;
+#endif
+}
 
 /* ---- shared argument checks ---- */
 
@@ -35,8 +71,13 @@ static bool index_dim(const char *op, const fg_tensor *a, int dim, int *r)
 /* Every index value inside [0, a.size(dim)); FG_ERR_INDEX naming the value otherwise. */
 static bool check_range(const char *op, const fg_tensor *a, int dim, int r, const fg_tensor *index)
 {
-    int64_t bad;
-    if (fg_cpu_index_in_range(index, a->shape[r], &bad)) return true;
+    int64_t bad = 0, pos = -1;
+    if (index->device == FG_CUDA) {
+        if (cuda_index_range(op, index, a->shape[r], &pos, &bad) != FG_OK) return false;
+        if (pos < 0) return true;
+    } else if (fg_cpu_index_in_range(index, a->shape[r], &bad)) {
+        return true;
+    }
     char b[128];
     fg__err(FG_ERR_INDEX, "%s: index %lld out of range for dim %d of size %lld (input %s)", op, (long long)bad, dim,
             (long long)a->shape[r], fg_shape_str(a, b, sizeof b));
@@ -99,29 +140,47 @@ static fg_tensor *pad_to_edge(fg_node *n, int e, fg_tensor *g)
 }
 
 /* ---- gather ---- */
+/* The backward rules call the ops through these *_impl forms with
+ * check = false: their index was range-checked by the forward, and on the
+ * device a range check costs a synchronisation. */
+static fg_tensor *scatter_impl(const char *op, fg_tensor *a, int dim, fg_tensor *index, fg_tensor *src, bool add,
+                               bool check);
+static fg_tensor *gather_impl(fg_tensor *a, int dim, fg_tensor *index, bool check);
+static fg_tensor *index_select_impl(fg_tensor *a, int dim, fg_tensor *index, bool check);
+static fg_tensor *index_add_impl(fg_tensor *a, int dim, fg_tensor *index, fg_tensor *src, bool check);
+
 static fg_status gather_backward(fg_node *n, fg_tensor *const *go, fg_tensor **gi)
 {
     /* Every out element came from one a element: add the grads back at those places. */
     const fg_edge *e = &n->edges[0];
     fg_tensor *z = fg_zeros(e->ndim, e->shape, go[0]->dtype, go[0]->device);
-    gi[0] = z ? fg_scatter_add(z, (int)n->i[0], n->saved[0], go[0]) : NULL;
+    gi[0] = z ? scatter_impl("scatter_add", z, (int)n->i[0], n->saved[0], go[0], true, false) : NULL;
     return gi[0] ? FG_OK : fg_last_status();
 }
 
-fg_tensor *fg_gather(fg_tensor *a, int dim, fg_tensor *index)
+static fg_tensor *gather_impl(fg_tensor *a, int dim, fg_tensor *index, bool check)
 {
     static const char *op = "gather";
     if (!a) { fg__err_null(op, "input"); return NULL; }
     int r;
     if (!check_index(op, a, index) || !index_dim(op, a, dim, &r)) return NULL;
     if (!check_index_fits(op, index, "input", a, r, false)) return NULL;
-    if (!fg__check_cpu(op, a) || !check_range(op, a, dim, r, index)) return NULL;
+    if (check && !check_range(op, a, dim, r, index)) return NULL;
     fg_tensor *out = fg__new(op, index->ndim, index->shape, a->dtype, a->device); /* index's shape */
     if (!out) return NULL;
-    fg_cpu_gather(out, a, r, index);
+    if (a->device == FG_CUDA) {
+        if (FG_CUDA_CALL(op, fg_k_gather(fg__kt(out), fg__kt(a), r, fg__kt(index), fg__cuda_stream())) != FG_OK) {
+            fg_free(out);
+            return NULL;
+        }
+    } else {
+        fg_cpu_gather(out, a, r, index);
+    }
     fg_tensor *in[2] = {a, NULL};
     return record(op, gather_backward, 2, in, out, r, 0, index) ? out : NULL;
 }
+
+fg_tensor *fg_gather(fg_tensor *a, int dim, fg_tensor *index) { return gather_impl(a, dim, index, true); }
 
 /* ---- scatter / scatter_add ---- */
 static fg_status scatter_backward(fg_node *n, fg_tensor *const *go, fg_tensor **gi)
@@ -135,20 +194,43 @@ static fg_status scatter_backward(fg_node *n, fg_tensor *const *go, fg_tensor **
         } else {
             /* Overwritten elements of a do not reach the output. */
             fg_tensor *z = fg_zeros(index->ndim, index->shape, go[0]->dtype, go[0]->device);
-            gi[0] = z ? fg_scatter(go[0], r, index, z) : NULL;
+            gi[0] = z ? scatter_impl("scatter", go[0], r, index, z, false, false) : NULL;
             if (!gi[0]) return fg_last_status();
         }
     }
     if (n->edges[2].needs_grad) {
         /* As PyTorch: with duplicate indices in scatter every duplicate gets the
          * gradient of the position, though only the last write reached it. */
-        gi[2] = pad_to_edge(n, 2, fg_gather(go[0], r, index));
+        gi[2] = pad_to_edge(n, 2, gather_impl(go[0], r, index, false));
         if (!gi[2]) return fg_last_status();
     }
     return FG_OK;
 }
 
-static fg_tensor *scatter_impl(const char *op, fg_tensor *a, int dim, fg_tensor *index, fg_tensor *src, bool add)
+/* out (contiguous, holding a's values) scattered into on the device: scatter
+ * always resolves duplicates like the CPU; scatter_add uses atomics unless
+ * deterministic mode is on. */
+static fg_status cuda_scatter(const char *op, fg_tensor *out, int r, const fg_tensor *index, const fg_tensor *src,
+                              bool add)
+{
+#ifndef FG_HAVE_CUDA
+    return FG_CUDA_CALL(op, 0);
+#else
+    int mode = !add ? FG_K_SCATTER_SET : fg_deterministic() ? FG_K_SCATTER_ADD_DET : FG_K_SCATTER_ADD;
+    size_t bytes = 0;
+    void *scratch;
+    int q = fg_k_scatter_scratch(mode, (int)out->dtype, index->numel, out->numel, &bytes);
+    fg_status st = scratch_alloc(op, q, &bytes, &scratch);
+    if (st != FG_OK) return st;
+    st = FG_CUDA_CALL(op, fg_k_scatter(fg__kt(out), r, fg__kt(index), fg__kt(src), mode, scratch, bytes,
+                                       fg__cuda_stream()));
+    if (scratch) fg__cuda_free(scratch, bytes);
+    return st;
+#endif
+}
+
+static fg_tensor *scatter_impl(const char *op, fg_tensor *a, int dim, fg_tensor *index, fg_tensor *src, bool add,
+                               bool check)
 {
     if (!a) { fg__err_null(op, "input"); return NULL; }
     if (!src) { fg__err_null(op, "src"); return NULL; }
@@ -157,10 +239,13 @@ static fg_tensor *scatter_impl(const char *op, fg_tensor *a, int dim, fg_tensor 
     if (!fg__check_same(op, a, src)) return NULL;
     if (!check_index_fits(op, index, "input", a, r, false)) return NULL;
     if (!check_index_fits(op, index, "src", src, r, true)) return NULL;
-    if (!fg__check_cpu(op, a) || !check_range(op, a, dim, r, index)) return NULL;
+    if (check && !check_range(op, a, dim, r, index)) return NULL;
     fg_tensor *out = fg__new_like(op, a);
     if (!out) return NULL;
-    if (fg__copy_elements(out, a) != FG_OK || fg_cpu_scatter(out, r, index, src, add) != FG_OK) {
+    fg_status st = fg__copy_elements(out, a);
+    if (st == FG_OK)
+        st = a->device == FG_CUDA ? cuda_scatter(op, out, r, index, src, add) : fg_cpu_scatter(out, r, index, src, add);
+    if (st != FG_OK) {
         fg_free(out);
         return NULL;
     }
@@ -170,12 +255,12 @@ static fg_tensor *scatter_impl(const char *op, fg_tensor *a, int dim, fg_tensor 
 
 fg_tensor *fg_scatter(fg_tensor *a, int dim, fg_tensor *index, fg_tensor *src)
 {
-    return scatter_impl("scatter", a, dim, index, src, false);
+    return scatter_impl("scatter", a, dim, index, src, false, true);
 }
 
 fg_tensor *fg_scatter_add(fg_tensor *a, int dim, fg_tensor *index, fg_tensor *src)
 {
-    return scatter_impl("scatter_add", a, dim, index, src, true);
+    return scatter_impl("scatter_add", a, dim, index, src, true, true);
 }
 
 /* ---- index_select / index_add ---- */
@@ -194,38 +279,67 @@ static fg_status index_select_backward(fg_node *n, fg_tensor *const *go, fg_tens
     /* Repeated indices pick one row several times: their grads add up. */
     const fg_edge *e = &n->edges[0];
     fg_tensor *z = fg_zeros(e->ndim, e->shape, go[0]->dtype, go[0]->device);
-    gi[0] = z ? fg_index_add(z, (int)n->i[0], n->saved[0], go[0]) : NULL;
+    gi[0] = z ? index_add_impl(z, (int)n->i[0], n->saved[0], go[0], false) : NULL;
     return gi[0] ? FG_OK : fg_last_status();
 }
 
-fg_tensor *fg_index_select(fg_tensor *a, int dim, fg_tensor *index)
+static fg_tensor *index_select_impl(fg_tensor *a, int dim, fg_tensor *index, bool check)
 {
     static const char *op = "index_select";
     if (!a) { fg__err_null(op, "input"); return NULL; }
     int r;
     if (!check_index(op, a, index) || !check_index_1d(op, index) || !index_dim(op, a, dim, &r)) return NULL;
-    if (!fg__check_cpu(op, a) || !check_range(op, a, dim, r, index)) return NULL;
+    if (check && !check_range(op, a, dim, r, index)) return NULL;
     int64_t shape[FG_MAX_DIMS]; /* a's shape with dim of length numel(index) */
     memcpy(shape, a->shape, sizeof shape);
     shape[r] = index->numel;
     fg_tensor *out = fg__new(op, a->ndim, shape, a->dtype, a->device);
     if (!out) return NULL;
-    fg_cpu_index_select(out, a, r, index);
+    if (a->device == FG_CUDA) {
+        if (FG_CUDA_CALL(op, fg_k_index_select(fg__kt(out), fg__kt(a), r, fg__kt(index), fg__cuda_stream())) != FG_OK) {
+            fg_free(out);
+            return NULL;
+        }
+    } else {
+        fg_cpu_index_select(out, a, r, index);
+    }
     fg_tensor *in[2] = {a, NULL};
     return record(op, index_select_backward, 2, in, out, r, 0, index) ? out : NULL;
 }
+
+fg_tensor *fg_index_select(fg_tensor *a, int dim, fg_tensor *index) { return index_select_impl(a, dim, index, true); }
 
 static fg_status index_add_backward(fg_node *n, fg_tensor *const *go, fg_tensor **gi)
 {
     if (n->edges[0].needs_grad) gi[0] = go[0];
     if (n->edges[2].needs_grad) {
-        gi[2] = fg_index_select(go[0], (int)n->i[0], n->saved[0]);
+        gi[2] = index_select_impl(go[0], (int)n->i[0], n->saved[0], false);
         if (!gi[2]) return fg_last_status();
     }
     return FG_OK;
 }
 
-fg_tensor *fg_index_add(fg_tensor *a, int dim, fg_tensor *index, fg_tensor *src)
+/* out (contiguous, holding a's values) += src at index along r on the device:
+ * atomics unless deterministic mode is on. */
+static fg_status cuda_index_add(const char *op, fg_tensor *out, int r, const fg_tensor *index, const fg_tensor *src)
+{
+#ifndef FG_HAVE_CUDA
+    return FG_CUDA_CALL(op, 0);
+#else
+    bool det = fg_deterministic();
+    size_t bytes = 0;
+    void *scratch;
+    int q = fg_k_index_add_scratch(det, (int)out->dtype, index->numel, out->shape[r], out->numel, &bytes);
+    fg_status st = scratch_alloc(op, q, &bytes, &scratch);
+    if (st != FG_OK) return st;
+    st = FG_CUDA_CALL(op, fg_k_index_add(fg__kt(out), r, fg__kt(index), fg__kt(src), det, scratch, bytes,
+                                         fg__cuda_stream()));
+    if (scratch) fg__cuda_free(scratch, bytes);
+    return st;
+#endif
+}
+
+static fg_tensor *index_add_impl(fg_tensor *a, int dim, fg_tensor *index, fg_tensor *src, bool check)
 {
     static const char *op = "index_add";
     if (!a) { fg__err_null(op, "input"); return NULL; }
@@ -243,15 +357,23 @@ fg_tensor *fg_index_add(fg_tensor *a, int dim, fg_tensor *index, fg_tensor *src)
                 dim, fg_shape_str(index, b3, sizeof b3));
         return NULL;
     }
-    if (!fg__check_cpu(op, a) || !check_range(op, a, dim, r, index)) return NULL;
+    if (check && !check_range(op, a, dim, r, index)) return NULL;
     fg_tensor *out = fg__new_like(op, a);
     if (!out) return NULL;
-    if (fg__copy_elements(out, a) != FG_OK || fg_cpu_index_add(out, r, index, src) != FG_OK) {
+    fg_status st = fg__copy_elements(out, a);
+    if (st == FG_OK)
+        st = a->device == FG_CUDA ? cuda_index_add(op, out, r, index, src) : fg_cpu_index_add(out, r, index, src);
+    if (st != FG_OK) {
         fg_free(out);
         return NULL;
     }
     fg_tensor *in[3] = {a, NULL, src};
     return record(op, index_add_backward, 3, in, out, r, 0, index) ? out : NULL;
+}
+
+fg_tensor *fg_index_add(fg_tensor *a, int dim, fg_tensor *index, fg_tensor *src)
+{
+    return index_add_impl(a, dim, index, src, true);
 }
 
 /* ---- topk ---- */
@@ -260,8 +382,27 @@ static fg_status topk_backward(fg_node *n, fg_tensor *const *go, fg_tensor **gi)
     /* The k picked elements get their grads; the others none (indices are distinct). */
     const fg_edge *e = &n->edges[0];
     fg_tensor *z = fg_zeros(e->ndim, e->shape, go[0]->dtype, go[0]->device);
-    gi[0] = z ? fg_scatter(z, (int)n->i[0], n->saved[0], go[0]) : NULL;
+    gi[0] = z ? scatter_impl("scatter", z, (int)n->i[0], n->saved[0], go[0], false, false) : NULL;
     return gi[0] ? FG_OK : fg_last_status();
+}
+
+static fg_status cuda_topk(const char *op, fg_tensor *v, fg_tensor *ix, const fg_tensor *a, int r, int64_t k,
+                           bool largest)
+{
+#ifndef FG_HAVE_CUDA
+    return FG_CUDA_CALL(op, 0);
+#else
+    int64_t n = a->shape[r], rows = n ? a->numel / n : 0;
+    size_t bytes = 0;
+    void *scratch;
+    int q = fg_k_topk_scratch(rows, n, &bytes);
+    fg_status st = scratch_alloc(op, q, &bytes, &scratch);
+    if (st != FG_OK) return st;
+    st = FG_CUDA_CALL(op, fg_k_topk(fg__kt(v), fg__kt(ix), fg__kt(a), r, k, largest, scratch, bytes,
+                                    fg__cuda_stream()));
+    if (scratch) fg__cuda_free(scratch, bytes);
+    return st;
+#endif
 }
 
 fg_status fg_topk(fg_tensor *a, int k, int dim, bool largest, fg_tensor **values, fg_tensor **indices)
@@ -276,13 +417,16 @@ fg_status fg_topk(fg_tensor *a, int k, int dim, bool largest, fg_tensor **values
     if (k < 0 || k > a->shape[r])
         return fg__err(FG_ERR_INVALID, "topk: k = %d out of range for dim %d of size %lld (input %s)", k, dim,
                        (long long)a->shape[r], fg_shape_str(a, b, sizeof b));
-    if (!fg__check_cpu(op, a)) return fg_last_status();
+    if (a->device == FG_CUDA && a->shape[r] > INT32_MAX)
+        return fg__err(FG_ERR_UNSUPPORTED, "topk: dim %d of size %lld is too long for the CUDA kernel (at most 2^31 - 1)",
+                       dim, (long long)a->shape[r]);
     int64_t shape[FG_MAX_DIMS]; /* a's shape with dim of size k */
     memcpy(shape, a->shape, sizeof shape);
     shape[r] = k;
     fg_tensor *v = fg__new(op, a->ndim, shape, a->dtype, a->device);
     fg_tensor *ix = v ? fg__new(op, a->ndim, shape, FG_I64, a->device) : NULL;
-    if (!ix || fg_cpu_topk(v, ix, a, r, k, largest) != FG_OK) {
+    if (!ix || (a->device == FG_CUDA ? cuda_topk(op, v, ix, a, r, k, largest) : fg_cpu_topk(v, ix, a, r, k, largest)) !=
+                   FG_OK) {
         fg_free(v);
         fg_free(ix);
         return fg_last_status();
