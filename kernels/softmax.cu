@@ -1,1 +1,588 @@
-// CUDA kernels for the softmax family: written in this change.
+// CUDA kernels of the softmax family (launchers declared in k_nn.h): softmax
+// and log_softmax forward/backward over one dim, and cross-entropy fused with
+// the log-softmax (forward with a deterministic reduction, and backward).
+//
+// Layout. The host passes contiguous tensors seen as (outer, n, inner); a row
+// is the n elements (o, ., i), `inner` apart (cross-entropy: inner = 1).
+// A row is handled by a group of G lanes (G = 1..32, a power of two, inside
+// one warp; several rows per block) or by a whole block:
+//  - inner == 1 (the last dim): rows are contiguous. When every base pointer
+//    is 16-byte aligned, all rows of all operands share one misalignment, so
+//    lanes move 16-byte chunks (LDG/STG.128) between the row's first 16-byte
+//    boundary and its last whole chunk, and single elements at the two ends
+//    (any n, e.g. a vocabulary of 50257). Otherwise single elements (still
+//    coalesced). Rows of up to 512 chunks take a group of about chunks/4
+//    lanes; longer rows a block of 128..1024 threads.
+//  - inner >= 32: one thread per row (G = 1): neighbouring threads read
+//    neighbouring columns, so every access is coalesced.
+//  - 1 < inner < 32: groups/blocks as for the last dim, strided scalar loads.
+// Statistics take one read pass: each lane keeps a running (max, sum of
+// exp(x - max)) (online softmax: the sum is rescaled when the max grows),
+// merged across lanes with xor shuffles and across warps through shared
+// memory, always in the same order, so results are deterministic. The write
+// pass re-reads the row (from L1/L2 at these row sizes). A NaN anywhere in a
+// row makes the whole row NaN and -inf logits give exactly 0, as on the CPU.
+// Accumulation in float for f32/bf16/f16 and in double for f64.
+#include <cuda_runtime.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <math.h>
+#include <stdint.h>
+#include "fg_kernels.h"
+
+namespace {
+
+// ---- element access (dtype codes follow fg_dtype: f32, f64, bf16, f16, i32, i64) ----
+template <class T> struct AccOf { using type = float; };
+template <> struct AccOf<double> { using type = double; };
+
+__device__ __forceinline__ float to_acc(float v) { return v; }
+__device__ __forceinline__ double to_acc(double v) { return v; }
+__device__ __forceinline__ float to_acc(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float to_acc(__half v) { return __half2float(v); }
+
+// Round once to the storage type (from double: through float for bf16/f16, like fg__st).
+__device__ __forceinline__ void put(float &d, float v) { d = v; }
+__device__ __forceinline__ void put(__nv_bfloat16 &d, float v) { d = __float2bfloat16_rn(v); }
+__device__ __forceinline__ void put(__half &d, float v) { d = __float2half_rn(v); }
+__device__ __forceinline__ void put(double &d, double v) { d = v; }
+__device__ __forceinline__ void put(float &d, double v) { d = static_cast<float>(v); }
+__device__ __forceinline__ void put(__nv_bfloat16 &d, double v) { d = __float2bfloat16_rn(static_cast<float>(v)); }
+__device__ __forceinline__ void put(__half &d, double v) { d = __float2half_rn(static_cast<float>(v)); }
+
+__device__ __forceinline__ float fexp(float x) { return expf(x); }
+__device__ __forceinline__ double fexp(double x) { return exp(x); }
+__device__ __forceinline__ float flog(float x) { return logf(x); }
+__device__ __forceinline__ double flog(double x) { return log(x); }
+
+template <class T, int V> struct __align__(sizeof(T) * V) Chunk { T v[V]; };
+
+// Elements [j, j + W) of a row: W > 1 only where p + j is 16-byte aligned and
+// the row contiguous (step 1); W == 1 reads the single element p[j step].
+template <int W, class T, class A>
+__device__ __forceinline__ void ldw(const T *__restrict__ p, int64_t j, int64_t step, A (&out)[W])
+{
+    if constexpr (W == 1) {
+        out[0] = to_acc(p[j * step]);
+    } else {
+        const Chunk<T, W> ch = *reinterpret_cast<const Chunk<T, W> *>(p + j);
+#pragma unroll
+        for (int k = 0; k < W; k++) out[k] = to_acc(ch.v[k]);
+    }
+}
+template <int W, class T, class A>
+__device__ __forceinline__ void stw(T *__restrict__ p, int64_t j, int64_t step, const A (&in)[W])
+{
+    if constexpr (W == 1) {
+        put(p[j * step], in[0]);
+    } else {
+        Chunk<T, W> ch;
+#pragma unroll
+        for (int k = 0; k < W; k++) put(ch.v[k], in[k]);
+        *reinterpret_cast<Chunk<T, W> *>(p + j) = ch;
+    }
+}
+
+template <int W> struct Width {
+    static constexpr int value = W;
+};
+
+// Calls f(Width<W>(), j) for this lane's share of a row of n elements at
+// `row`: with V == 1 single elements j = lane, lane + size, ...; with V > 1
+// (contiguous rows) V-element chunks from the row's first 16-byte boundary
+// to its last whole chunk, and single elements for the head before it and
+// the tail after it (fewer than 2V in all).
+template <int V, class T, class F>
+__device__ __forceinline__ void for_row(const T *row, int64_t n, int lane, int size, F &&f)
+{
+    if constexpr (V == 1) {
+#pragma unroll 2
+        for (int64_t j = lane; j < n; j += size) f(Width<1>(), j);
+    } else {
+        int64_t head = static_cast<int64_t>(((16 - (reinterpret_cast<uintptr_t>(row) & 15)) & 15) / sizeof(T));
+        if (head > n) head = n;
+        const int64_t nb = (n - head) / V, tail = head + nb * V, edge = n - nb * V;
+#pragma unroll 4
+        for (int64_t c = lane; c < nb; c += size) f(Width<V>(), head + c * V);
+        for (int64_t e = lane; e < edge; e += size) f(Width<1>(), e < head ? e : tail + (e - head));
+    }
+}
+
+__device__ __forceinline__ int64_t load_index(const void *p, int dt, int64_t i)
+{
+    return dt == 4 ? static_cast<int64_t>(static_cast<const int32_t *>(p)[i]) : static_cast<const int64_t *>(p)[i];
+}
+
+// ---- reductions: xor butterflies (every lane ends with the same value) ----
+template <class A> struct MaxSum {
+    A m, s;
+};
+// max that lets a NaN win, so it spreads to the whole row (as on the CPU).
+template <class A> __device__ __forceinline__ A nanmax(A a, A b) { return (b > a || b != b) ? b : a; }
+// Factor taking a sum relative to max m to one relative to max `to` >= m.
+template <class A> __device__ __forceinline__ A rescale(A m, A to) { return m == to ? A(1) : fexp(m - to); }
+
+struct Add {
+    template <class V> __device__ __forceinline__ V operator()(V a, V b) const { return a + b; }
+};
+struct Merge {
+    template <class A> __device__ __forceinline__ MaxSum<A> operator()(MaxSum<A> a, MaxSum<A> b) const
+    {
+        const A m = nanmax(a.m, b.m);
+        return {m, a.s * rescale(a.m, m) + b.s * rescale(b.m, m)};
+    }
+};
+
+__device__ __forceinline__ float shfl(float v, int o) { return __shfl_xor_sync(0xffffffffu, v, o); }
+__device__ __forceinline__ double shfl(double v, int o) { return __shfl_xor_sync(0xffffffffu, v, o); }
+__device__ __forceinline__ long long shfl(long long v, int o) { return __shfl_xor_sync(0xffffffffu, v, o); }
+template <class A> __device__ __forceinline__ MaxSum<A> shfl(MaxSum<A> v, int o)
+{
+    return {shfl(v.m, o), shfl(v.s, o)};
+}
+
+// Over aligned groups of `width` lanes (a power of two <= 32); all 32 lanes must call.
+template <class V, class Op> __device__ __forceinline__ V warp_reduce(V v, int width, Op op)
+{
+    for (int o = width >> 1; o > 0; o >>= 1) v = op(v, shfl(v, o));
+    return v;
+}
+// Over the whole block (blockDim.x a multiple of 32); sh holds 32 values; id is
+// the identity of op. Every thread gets the result, in a fixed order.
+template <class V, class Op> __device__ __forceinline__ V block_reduce(V v, V *sh, Op op, V id)
+{
+    v = warp_reduce(v, 32, op);
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    __syncthreads(); // sh may still be read by an earlier reduction
+    if (lane == 0) sh[w] = v;
+    __syncthreads();
+    return warp_reduce(lane < nw ? sh[lane] : id, 32, op);
+}
+
+template <bool BLOCK, class V, class Op> __device__ __forceinline__ V reduce(V v, int G, V *sh, Op op, V id)
+{
+    if constexpr (BLOCK)
+        return block_reduce(v, sh, op, id);
+    else
+        return warp_reduce(v, G, op);
+}
+
+// Row r of the (outer, n, inner) view starts at (r / inner) n inner + r % inner.
+__device__ __forceinline__ int64_t row_base(int64_t r, int64_t n, int64_t inner)
+{
+    return inner == 1 ? r * n : (r / inner) * n * inner + r % inner;
+}
+
+// Which rows a thread works on. Groups of G lanes (or the block) take
+// consecutive rows; the block advances by a grid stride, uniformly, so every
+// lane reaches every shuffle and barrier: lanes past the last row see an
+// empty row and store nothing.
+template <bool BLOCK> struct Rows {
+    int lane, size;
+    int64_t sub, per_block;
+    __device__ __forceinline__ explicit Rows(int G)
+    {
+        size = BLOCK ? static_cast<int>(blockDim.x) : G;
+        lane = BLOCK ? static_cast<int>(threadIdx.x) : static_cast<int>(threadIdx.x) & (G - 1);
+        per_block = BLOCK ? 1 : static_cast<int64_t>(blockDim.x / G);
+        sub = BLOCK ? 0 : static_cast<int64_t>(threadIdx.x / G);
+    }
+    __device__ __forceinline__ int64_t first() const { return static_cast<int64_t>(blockIdx.x) * per_block; }
+    __device__ __forceinline__ int64_t stride() const { return static_cast<int64_t>(gridDim.x) * per_block; }
+};
+
+// Running (max, sum exp(x - max)) of a thread's part of a row, then of the whole row.
+template <int V, bool BLOCK, class T, class A>
+__device__ __forceinline__ MaxSum<A> row_max_sum(const T *__restrict__ xr, int64_t n, int64_t step,
+                                                 const Rows<BLOCK> &g, int G, MaxSum<A> *sh)
+{
+    MaxSum<A> st = {A(-INFINITY), A(0)};
+    for_row<V>(xr, n, g.lane, g.size, [&](auto w, int64_t j) {
+        constexpr int W = decltype(w)::value;
+        A v[W];
+        ldw<W>(xr, j, step, v);
+        A cm = v[0];
+#pragma unroll
+        for (int k = 1; k < W; k++) cm = nanmax(cm, v[k]);
+        // Rescale only when the max grows (or a NaN shows up: the comparison is
+        // then false and the NaN spreads through m and s).
+        if (!(cm <= st.m)) {
+            const A m = nanmax(st.m, cm);
+            st.s *= rescale(st.m, m);
+            st.m = m;
+        }
+#pragma unroll
+        for (int k = 0; k < W; k++) st.s += v[k] == A(-INFINITY) ? A(0) : fexp(v[k] - st.m);
+    });
+    return reduce<BLOCK>(st, G, sh, Merge(), MaxSum<A>{A(-INFINITY), A(0)});
+}
+
+// ---- softmax / log_softmax ----
+template <class T, int V, bool BLOCK>
+__global__ void __launch_bounds__(BLOCK ? 1024 : 256, BLOCK ? 1 : sizeof(T) == 8 ? 2 : 4)
+    softmax_fwd_kernel(const T *__restrict__ x, T *__restrict__ y, int64_t rows, int64_t n, int64_t inner, int G,
+                       bool log_out)
+{
+    using A = typename AccOf<T>::type;
+    __shared__ MaxSum<A> sh[32];
+    const Rows<BLOCK> g(G);
+    for (int64_t r0 = g.first(); r0 < rows; r0 += g.stride()) {
+        const int64_t r = r0 + g.sub;
+        const int64_t cnt = r < rows ? n : 0;
+        const int64_t base = r < rows ? row_base(r, n, inner) : 0;
+        const T *xr = x + base;
+        T *yr = y + base;
+        const MaxSum<A> st = row_max_sum<V>(xr, cnt, inner, g, G, sh);
+        const A inv = A(1) / st.s, ls = flog(st.s);
+        for_row<V>(xr, cnt, g.lane, g.size, [&](auto w, int64_t j) {
+            constexpr int W = decltype(w)::value;
+            A v[W];
+            ldw<W>(xr, j, inner, v);
+#pragma unroll
+            for (int k = 0; k < W; k++) v[k] = log_out ? (v[k] - st.m) - ls : fexp(v[k] - st.m) * inv;
+            stw<W>(yr, j, inner, v);
+        });
+    }
+}
+
+template <class T, int V, bool BLOCK>
+__global__ void __launch_bounds__(BLOCK ? 1024 : 256, BLOCK ? 1 : sizeof(T) == 8 ? 2 : 4)
+    softmax_bwd_kernel(const T *__restrict__ y, const T *__restrict__ gy, T *__restrict__ gx, int64_t rows, int64_t n,
+                       int64_t inner, int G, bool log_out)
+{
+    using A = typename AccOf<T>::type;
+    __shared__ A sh[32];
+    const Rows<BLOCK> g(G);
+    for (int64_t r0 = g.first(); r0 < rows; r0 += g.stride()) {
+        const int64_t r = r0 + g.sub;
+        const int64_t cnt = r < rows ? n : 0;
+        const int64_t base = r < rows ? row_base(r, n, inner) : 0;
+        const T *yr = y + base, *gr = gy + base;
+        T *xr = gx + base;
+        // softmax needs sum(gy y), log_softmax sum(gy)
+        A acc = 0;
+        for_row<V>(yr, cnt, g.lane, g.size, [&](auto w, int64_t j) {
+            constexpr int W = decltype(w)::value;
+            A gv[W], yv[W];
+            ldw<W>(gr, j, inner, gv);
+            if (log_out) {
+#pragma unroll
+                for (int k = 0; k < W; k++) acc += gv[k];
+            } else {
+                ldw<W>(yr, j, inner, yv);
+#pragma unroll
+                for (int k = 0; k < W; k++) acc += gv[k] * yv[k];
+            }
+        });
+        acc = reduce<BLOCK>(acc, G, sh, Add(), A(0));
+        for_row<V>(yr, cnt, g.lane, g.size, [&](auto w, int64_t j) {
+            constexpr int W = decltype(w)::value;
+            A gv[W], yv[W];
+            ldw<W>(gr, j, inner, gv);
+            ldw<W>(yr, j, inner, yv);
+#pragma unroll
+            for (int k = 0; k < W; k++) gv[k] = log_out ? gv[k] - fexp(yv[k]) * acc : yv[k] * (gv[k] - acc);
+            stw<W>(xr, j, inner, gv);
+        });
+    }
+}
+
+// ---- cross-entropy ----
+__device__ __forceinline__ bool counted(int64_t t, int64_t ignore, int64_t C) { return t != ignore && t >= 0 && t < C; }
+
+// Per-row loss (m - x_t) + log(sum): into out_rows (NONE) or row_loss (SUM/MEAN).
+template <class T, int V, bool BLOCK>
+__global__ void __launch_bounds__(BLOCK ? 1024 : 256, BLOCK ? 1 : sizeof(T) == 8 ? 2 : 4)
+    ce_fwd_kernel(const T *__restrict__ logits, const void *__restrict__ tgt, int tdt, int64_t N, int64_t C,
+                  int64_t ignore, T *__restrict__ out_rows, double *__restrict__ row_loss,
+                  unsigned long long *first_bad, int G)
+{
+    using A = typename AccOf<T>::type;
+    __shared__ MaxSum<A> sh[32];
+    const Rows<BLOCK> g(G);
+    for (int64_t r0 = g.first(); r0 < N; r0 += g.stride()) {
+        const int64_t r = r0 + g.sub;
+        const bool ok = r < N;
+        const int64_t t = ok ? load_index(tgt, tdt, r) : ignore;
+        const bool valid = ok && counted(t, ignore, C);
+        if (first_bad && ok && !valid && t != ignore && g.lane == 0)
+            atomicMin(first_bad, static_cast<unsigned long long>(r));
+        const T *xr = logits + (ok ? r * C : 0);
+        const MaxSum<A> st = row_max_sum<V>(xr, valid ? C : 0, 1, g, G, sh);
+        if (ok && g.lane == 0) {
+            const A loss = valid ? (st.m - to_acc(xr[t])) + flog(st.s) : A(0);
+            if (out_rows)
+                put(out_rows[r], loss);
+            else
+                row_loss[r] = static_cast<double>(loss);
+        }
+    }
+}
+
+// SUM/MEAN in two fixed-order stages (no atomics): block b sums the counted
+// rows of [b rpb, (b + 1) rpb) in double and counts them; then one block adds
+// the kCeParts partials.
+constexpr int kCeParts = 256;
+__global__ void __launch_bounds__(256)
+    ce_partial_kernel(const double *__restrict__ row_loss, const void *__restrict__ tgt, int tdt, int64_t N,
+                      int64_t C, int64_t ignore, int64_t rpb, double *__restrict__ part_sum,
+                      long long *__restrict__ part_cnt)
+{
+    __shared__ double shd[32];
+    __shared__ long long shc[32];
+    const int64_t begin = static_cast<int64_t>(blockIdx.x) * rpb, end = begin + rpb < N ? begin + rpb : N;
+    double tot = 0;
+    long long cnt = 0;
+    for (int64_t r = begin + threadIdx.x; r < end; r += blockDim.x)
+        if (counted(load_index(tgt, tdt, r), ignore, C)) {
+            tot += row_loss[r];
+            cnt++;
+        }
+    tot = block_reduce(tot, shd, Add(), 0.0);
+    cnt = block_reduce(cnt, shc, Add(), 0LL);
+    if (threadIdx.x == 0) {
+        part_sum[blockIdx.x] = tot;
+        part_cnt[blockIdx.x] = cnt;
+    }
+}
+
+template <class T>
+__global__ void __launch_bounds__(kCeParts)
+    ce_final_kernel(const double *__restrict__ part_sum, const long long *__restrict__ part_cnt, int parts, bool mean,
+                    T *__restrict__ out, int64_t *__restrict__ count)
+{
+    __shared__ double shd[32];
+    __shared__ long long shc[32];
+    const bool mine = static_cast<int>(threadIdx.x) < parts;
+    const double tot = block_reduce(mine ? part_sum[threadIdx.x] : 0.0, shd, Add(), 0.0);
+    const long long cnt = block_reduce(mine ? part_cnt[threadIdx.x] : 0LL, shc, Add(), 0LL);
+    if (threadIdx.x == 0) {
+        put(*out, mean ? (cnt ? tot / static_cast<double>(cnt) : 0.0) : tot);
+        if (count) *count = cnt;
+    }
+}
+
+template <class T, int V, bool BLOCK>
+__global__ void __launch_bounds__(BLOCK ? 1024 : 256, BLOCK ? 1 : sizeof(T) == 8 ? 2 : 4)
+    ce_bwd_kernel(const T *__restrict__ logits, const void *__restrict__ tgt, int tdt, int64_t N, int64_t C,
+                  int64_t ignore, const T *__restrict__ gy, bool gy_per_row, const int64_t *__restrict__ count,
+                  T *__restrict__ gx, int G)
+{
+    using A = typename AccOf<T>::type;
+    __shared__ MaxSum<A> sh[32];
+    const Rows<BLOCK> g(G);
+    A factor = A(1);
+    if (count) {
+        const int64_t k = *count;
+        factor = k > 0 ? A(1) / static_cast<A>(k) : A(0);
+    }
+    for (int64_t r0 = g.first(); r0 < N; r0 += g.stride()) {
+        const int64_t r = r0 + g.sub;
+        const bool ok = r < N;
+        const int64_t t = ok ? load_index(tgt, tdt, r) : ignore;
+        const bool valid = ok && counted(t, ignore, C);
+        const T *xr = logits + (ok ? r * C : 0);
+        T *gr = gx + (ok ? r * C : 0);
+        const MaxSum<A> st = row_max_sum<V>(xr, valid ? C : 0, 1, g, G, sh);
+        const A sc = valid ? factor * to_acc(gy[gy_per_row ? r : 0]) : A(0), inv = A(1) / st.s;
+        for_row<V>(xr, ok ? C : 0, g.lane, g.size, [&](auto w, int64_t j) {
+            constexpr int W = decltype(w)::value;
+            A v[W];
+            if (valid) {
+                ldw<W>(xr, j, 1, v);
+#pragma unroll
+                for (int k = 0; k < W; k++) v[k] = sc * (fexp(v[k] - st.m) * inv - (j + k == t ? A(1) : A(0)));
+            } else {
+#pragma unroll
+                for (int k = 0; k < W; k++) v[k] = A(0);
+            }
+            stw<W>(gr, j, 1, v);
+        });
+    }
+}
+
+// ---- launch planning ----
+int sm_count()
+{
+    static const int n = [] {
+        int dev = 0, v = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+            cudaGetLastError();
+            v = 0;
+        }
+        return v > 0 ? v : 132;
+    }();
+    return n;
+}
+
+int pow2_at_least(int64_t v)
+{
+    int p = 1;
+    while (p < v && p < 1024) p <<= 1;
+    return p;
+}
+
+bool aligned16(const void *p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+// Rows of `chunks` loads each (elements `inner` apart): see the layout note at
+// the top. A group gets about 4 loads per lane (fewer lanes, fewer shuffle
+// steps for short rows); a block about 8 per thread.
+struct Plan {
+    bool block;
+    int G, threads;
+    unsigned grid;
+};
+Plan plan_rows(int64_t rows, int64_t chunks, int64_t inner)
+{
+    Plan p;
+    const int64_t cap = static_cast<int64_t>(sm_count()) * 16; // enough blocks to fill the GPU; the loop does the rest
+    if (chunks > 512 && !(inner >= 32 && chunks <= 4096)) {
+        p.block = true;
+        p.G = 32;
+        p.threads = pow2_at_least((chunks + 7) / 8);
+        p.threads = p.threads < 128 ? 128 : p.threads > 1024 ? 1024 : p.threads;
+        p.grid = static_cast<unsigned>(rows < cap ? rows : cap);
+        return p;
+    }
+    p.block = false;
+    p.G = 1;
+    if (inner < 32)
+        while (p.G < 32 && p.G * 2 * 4 <= chunks) p.G *= 2;
+    p.threads = 256;
+    const int64_t per_block = 256 / p.G, blocks = (rows + per_block - 1) / per_block;
+    p.grid = static_cast<unsigned>(blocks < cap ? (blocks > 0 ? blocks : 1) : cap);
+    return p;
+}
+
+// Loads per row: 16-byte chunks plus up to two partial ends when vec.
+template <class T> int64_t row_chunks(int64_t n, bool vec)
+{
+    constexpr int64_t V = 16 / sizeof(T);
+    return vec ? (n + V - 1) / V + 1 : n;
+}
+
+// KERNEL<T, V, BLOCK> with V = 16 / sizeof(T) (16-byte chunks) when vec, else 1.
+#define FG_LAUNCH_ROWS(KERNEL, T, vec, p, stream, ...)                                                    \
+    do {                                                                                                  \
+        constexpr int V_ = 16 / static_cast<int>(sizeof(T));                                              \
+        if (vec && p.block) KERNEL<T, V_, true><<<p.grid, p.threads, 0, stream>>>(__VA_ARGS__);           \
+        else if (vec) KERNEL<T, V_, false><<<p.grid, p.threads, 0, stream>>>(__VA_ARGS__);                \
+        else if (p.block) KERNEL<T, 1, true><<<p.grid, p.threads, 0, stream>>>(__VA_ARGS__);              \
+        else KERNEL<T, 1, false><<<p.grid, p.threads, 0, stream>>>(__VA_ARGS__);                          \
+    } while (0)
+
+template <class T>
+int softmax_fwd_t(const void *x, void *y, int64_t outer, int64_t n, int64_t inner, bool log_out, cudaStream_t s)
+{
+    const int64_t rows = outer * inner;
+    const bool vec = inner == 1 && aligned16(x) && aligned16(y);
+    const Plan p = plan_rows(rows, row_chunks<T>(n, vec), inner);
+    FG_LAUNCH_ROWS(softmax_fwd_kernel, T, vec, p, s, static_cast<const T *>(x), static_cast<T *>(y), rows, n, inner,
+                   p.G, log_out);
+    return static_cast<int>(cudaGetLastError());
+}
+
+template <class T>
+int softmax_bwd_t(const void *y, const void *gy, void *gx, int64_t outer, int64_t n, int64_t inner, bool log_out,
+                  cudaStream_t s)
+{
+    const int64_t rows = outer * inner;
+    const bool vec = inner == 1 && aligned16(y) && aligned16(gy) && aligned16(gx);
+    const Plan p = plan_rows(rows, row_chunks<T>(n, vec), inner);
+    FG_LAUNCH_ROWS(softmax_bwd_kernel, T, vec, p, s, static_cast<const T *>(y), static_cast<const T *>(gy),
+                   static_cast<T *>(gx), rows, n, inner, p.G, log_out);
+    return static_cast<int>(cudaGetLastError());
+}
+
+template <class T>
+int ce_fwd_t(const void *logits, const void *tgt, int tdt, int64_t N, int64_t C, int64_t ignore, int reduction,
+             void *out, double *scratch, int64_t *count, int64_t *first_bad, cudaStream_t s)
+{
+    if (first_bad) {
+        const cudaError_t e = cudaMemsetAsync(first_bad, 0xff, sizeof *first_bad, s); // -1: none
+        if (e != cudaSuccess) return static_cast<int>(e);
+    }
+    if (N > 0) {
+        const bool vec = aligned16(logits);
+        const Plan p = plan_rows(N, row_chunks<T>(C, vec), 1);
+        T *rows_out = reduction == FG_K_CE_NONE ? static_cast<T *>(out) : nullptr;
+        FG_LAUNCH_ROWS(ce_fwd_kernel, T, vec, p, s, static_cast<const T *>(logits), tgt, tdt, N, C, ignore, rows_out,
+                       scratch, reinterpret_cast<unsigned long long *>(first_bad), p.G);
+        const cudaError_t e = cudaGetLastError();
+        if (e != cudaSuccess) return static_cast<int>(e);
+    }
+    if (reduction != FG_K_CE_NONE) {
+        // scratch: N row losses, then kCeParts partial sums and kCeParts counts
+        double *part_sum = scratch + N;
+        long long *part_cnt = reinterpret_cast<long long *>(part_sum + kCeParts);
+        const int64_t rpb = N > 0 ? (N + kCeParts - 1) / kCeParts : 1;
+        const int parts = static_cast<int>(N > 0 ? (N + rpb - 1) / rpb : 1);
+        ce_partial_kernel<<<parts, 256, 0, s>>>(scratch, tgt, tdt, N, C, ignore, rpb, part_sum, part_cnt);
+        const cudaError_t e = cudaGetLastError();
+        if (e != cudaSuccess) return static_cast<int>(e);
+        ce_final_kernel<T><<<1, kCeParts, 0, s>>>(part_sum, part_cnt, parts, reduction == FG_K_CE_MEAN,
+                                                  static_cast<T *>(out), count);
+    }
+    return static_cast<int>(cudaGetLastError());
+}
+
+template <class T>
+int ce_bwd_t(const void *logits, const void *tgt, int tdt, int64_t N, int64_t C, int64_t ignore, const void *gy,
+             bool gy_per_row, const int64_t *count, void *gx, cudaStream_t s)
+{
+    const bool vec = aligned16(logits) && aligned16(gx);
+    const Plan p = plan_rows(N, row_chunks<T>(C, vec), 1);
+    FG_LAUNCH_ROWS(ce_bwd_kernel, T, vec, p, s, static_cast<const T *>(logits), tgt, tdt, N, C, ignore,
+                   static_cast<const T *>(gy), gy_per_row, count, static_cast<T *>(gx), p.G);
+    return static_cast<int>(cudaGetLastError());
+}
+
+} // namespace
+
+#define FG_DISPATCH_FLOAT(dtype, F, ...)                    \
+    switch (dtype) {                                        \
+    case 0: return F<float>(__VA_ARGS__);                   \
+    case 1: return F<double>(__VA_ARGS__);                  \
+    case 2: return F<__nv_bfloat16>(__VA_ARGS__);           \
+    case 3: return F<__half>(__VA_ARGS__);                  \
+    default: return static_cast<int>(cudaErrorInvalidValue); \
+    }
+
+extern "C" int fg_k_softmax_fwd(const void *x, void *y, int dtype, int64_t outer, int64_t n, int64_t inner,
+                                int log_out, void *stream)
+{
+    if (outer <= 0 || n <= 0 || inner <= 0) return 0;
+    FG_DISPATCH_FLOAT(dtype, softmax_fwd_t, x, y, outer, n, inner, log_out != 0, static_cast<cudaStream_t>(stream))
+}
+
+extern "C" int fg_k_softmax_bwd(const void *y, const void *gy, void *gx, int dtype, int64_t outer, int64_t n,
+                                int64_t inner, int log_out, void *stream)
+{
+    if (outer <= 0 || n <= 0 || inner <= 0) return 0;
+    FG_DISPATCH_FLOAT(dtype, softmax_bwd_t, y, gy, gx, outer, n, inner, log_out != 0,
+                      static_cast<cudaStream_t>(stream))
+}
+
+extern "C" int64_t fg_k_cross_entropy_scratch(int64_t N) { return (N > 0 ? N : 0) + 2 * kCeParts; }
+
+extern "C" int fg_k_cross_entropy_fwd(const void *logits, int dtype, const void *targets, int target_dtype, int64_t N,
+                                      int64_t C, int64_t ignore_index, int reduction, void *out, double *scratch,
+                                      int64_t *count, int64_t *first_bad, void *stream)
+{
+    if (target_dtype != 4 && target_dtype != 5) return static_cast<int>(cudaErrorInvalidValue);
+    if (reduction != FG_K_CE_NONE && !scratch) return static_cast<int>(cudaErrorInvalidValue);
+    if (reduction == FG_K_CE_NONE && N <= 0 && !first_bad) return 0;
+    FG_DISPATCH_FLOAT(dtype, ce_fwd_t, logits, targets, target_dtype, N, C, ignore_index, reduction, out, scratch,
+                      count, first_bad, static_cast<cudaStream_t>(stream))
+}
+
+extern "C" int fg_k_cross_entropy_bwd(const void *logits, int dtype, const void *targets, int target_dtype, int64_t N,
+                                      int64_t C, int64_t ignore_index, const void *gy, int gy_per_row,
+                                      const int64_t *count, void *gx, void *stream)
+{
+    if (target_dtype != 4 && target_dtype != 5) return static_cast<int>(cudaErrorInvalidValue);
+    if (N <= 0 || C <= 0) return 0;
+    FG_DISPATCH_FLOAT(dtype, ce_bwd_t, logits, targets, target_dtype, N, C, ignore_index, gy, gy_per_row != 0, count,
+                      gx, static_cast<cudaStream_t>(stream))
+}

@@ -1,19 +1,55 @@
 /* Softmax and log-softmax over any dim, and the fused cross-entropy loss.
- * Forward and backward side by side. */
+ * Forward and backward side by side; CPU tensors run the reference kernels of
+ * cpu/softmax.c, CUDA tensors the kernels of kernels/softmax.cu. */
+#include <stdlib.h>
 #include "cpu/cpu_nn.h"
+
+/* A contiguous copy of g in dtype dt on g's device (g itself when it already is
+ * both), released with fg__unref; gradients normally arrive in the output's dtype. */
+static fg_tensor *contig_as(const char *op, fg_tensor *g, fg_dtype dt)
+{
+    if (g->dtype == dt) return fg__contig(g);
+    fg_tensor *c = fg__new(op, g->ndim, g->shape, dt, g->device);
+    if (!c) return NULL;
+    fg_keep(c);
+    if (fg__copy_elements(c, g) != FG_OK) {
+        fg__unref(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* The incoming gradient must be on the device of what the rule saved. */
+static bool same_device(const char *op, const fg_tensor *g, fg_device dev)
+{
+    if (dev == FG_CPU) return fg__check_cpu(op, g);
+    if (g->device == dev) return true;
+    char b[128];
+    fg__err(FG_ERR_DEVICE, "%s backward: gradient %s on %s, expected %s", op, fg_shape_str(g, b, sizeof b),
+            fg_device_name(g->device), fg_device_name(dev));
+    return false;
+}
 
 /* Both rules work from the saved output y: softmax gx = y (g - sum(g y)),
  * log_softmax gx = g - exp(y) sum(g). */
 static fg_status softmax_backward(fg_node *n, fg_tensor *const *go, fg_tensor **gi)
 {
     fg_tensor *y = n->saved[0]; /* contiguous: the op's own output */
-    if (!fg__check_cpu(n->name, go[0])) return fg_last_status();
-    fg_tensor *g = fg__contig(go[0]);
+    if (!same_device(n->name, go[0], y->device)) return fg_last_status();
+    fg_tensor *g = y->device == FG_CPU ? fg__contig(go[0]) : contig_as(n->name, go[0], y->dtype);
     fg_tensor *gx = g ? fg__new(n->name, y->ndim, y->shape, y->dtype, y->device) : NULL;
-    if (gx) fg_cpu_softmax_grad(gx, y, g, (int)n->i[0], n->i[1] != 0);
+    fg_status st = gx ? FG_OK : fg_last_status();
+    if (gx && y->device == FG_CPU) {
+        fg_cpu_softmax_grad(gx, y, g, (int)n->i[0], n->i[1] != 0);
+    } else if (gx) {
+        fg_softmax_dims d = fg_softmax_dims_of(y, (int)n->i[0]);
+        (void)d; /* FG_CUDA_CALL drops the call in CPU-only builds */
+        st = FG_CUDA_CALL(n->name, fg_k_softmax_bwd(fg__data(y), fg__data(g), fg__data(gx), (int)y->dtype, d.outer,
+                                                    d.n, d.inner, n->i[1] != 0, fg__cuda_stream()));
+    }
     fg__unref(g);
-    gi[0] = gx;
-    return gx ? FG_OK : fg_last_status();
+    gi[0] = st == FG_OK ? gx : NULL;
+    return st;
 }
 
 static fg_tensor *softmax_impl(const char *op, fg_tensor *a, int dim, bool log_out)
@@ -25,10 +61,21 @@ static fg_tensor *softmax_impl(const char *op, fg_tensor *a, int dim, bool log_o
      * currently rejects -1 there). */
     bool scalar_dim = a->ndim == 0 && (dim == 0 || dim == -1);
     if (!scalar_dim && fg__norm_dim(op, a, dim, 0, &r) != FG_OK) return NULL;
-    if (!fg__check_cpu(op, a)) return NULL;
+    /* Strided inputs are made contiguous first; the CUDA kernels then read the
+     * (outer, n, inner) view directly, whatever the dim. */
     fg_tensor *ac = fg__contig(a);
     fg_tensor *out = ac ? fg__new_like(op, a) : NULL;
-    if (out) fg_cpu_softmax(out, ac, r, log_out);
+    if (out && a->device == FG_CPU) {
+        fg_cpu_softmax(out, ac, r, log_out);
+    } else if (out) {
+        fg_softmax_dims d = fg_softmax_dims_of(ac, r);
+        (void)d; /* FG_CUDA_CALL drops the call in CPU-only builds */
+        if (FG_CUDA_CALL(op, fg_k_softmax_fwd(fg__data(ac), fg__data(out), (int)a->dtype, d.outer, d.n, d.inner,
+                                              log_out, fg__cuda_stream())) != FG_OK) {
+            fg_free(out);
+            out = NULL;
+        }
+    }
     fg__unref(ac);
     if (!out || !fg__any_requires_grad(1, &a)) return out;
     fg_node *node = fg__record(op, softmax_backward, 1, &a, 1, &out);
@@ -48,17 +95,109 @@ fg_tensor *fg_log_softmax(fg_tensor *a, int dim) { return softmax_impl("log_soft
 /* ---- cross-entropy ---- */
 /* saved: logits (N, C) and targets (N), both contiguous; the softmax is
  * recomputed rather than stored. i[0] = ignore_index, f[0] = the per-row scale
- * of the reduction (1/count for a mean, 1 otherwise). */
+ * of the reduction (1/count for a mean, 1 otherwise).
+ * CUDA: the count of a mean stays on the device (reading it would sync), so
+ * saved[2] is that count (an i64 0-d CUDA tensor) when i[1] (its slot) >= 0 and
+ * the kernel takes 1/count from it; f[0] is then unused. */
+enum { CE_IGNORE, CE_COUNT_SLOT };
+
 static fg_status cross_entropy_backward(fg_node *n, fg_tensor *const *go, fg_tensor **gi)
 {
+    static const char *op = "cross_entropy";
     fg_tensor *logits = n->saved[0], *targets = n->saved[1];
-    if (!fg__check_cpu("cross_entropy", go[0])) return fg_last_status();
-    fg_tensor *g = fg__contig(go[0]); /* 0-d (mean/sum) or (N) (none) */
-    fg_tensor *gx = g ? fg__new("cross_entropy", 2, logits->shape, logits->dtype, logits->device) : NULL;
-    if (gx) fg_cpu_cross_entropy_grad(gx, logits, targets, n->i[0], g, n->f[0]);
+    if (!same_device(op, go[0], logits->device)) return fg_last_status();
+    /* 0-d (mean/sum) or (N) (none) */
+    fg_tensor *g = logits->device == FG_CPU ? fg__contig(go[0]) : contig_as(op, go[0], logits->dtype);
+    fg_tensor *gx = g ? fg__new(op, 2, logits->shape, logits->dtype, logits->device) : NULL;
+    fg_status st = gx ? FG_OK : fg_last_status();
+    if (gx && logits->device == FG_CPU) {
+        fg_cpu_cross_entropy_grad(gx, logits, targets, n->i[CE_IGNORE], g, n->f[0]);
+    } else if (gx) {
+        const fg_tensor *count = n->i[CE_COUNT_SLOT] >= 0 ? n->saved[n->i[CE_COUNT_SLOT]] : NULL;
+        (void)count; /* FG_CUDA_CALL drops the call in CPU-only builds */
+        st = FG_CUDA_CALL(op, fg_k_cross_entropy_bwd(fg__data(logits), (int)logits->dtype, fg__data(targets),
+                                                     (int)targets->dtype, logits->shape[0], logits->shape[1],
+                                                     n->i[CE_IGNORE], fg__data(g), g->ndim != 0,
+                                                     count ? fg__data(count) : NULL, fg__data(gx),
+                                                     fg__cuda_stream()));
+    }
     fg__unref(g);
-    gi[0] = gx;
-    return gx ? FG_OK : fg_last_status();
+    gi[0] = st == FG_OK ? gx : NULL;
+    return st;
+}
+
+/* Out-of-range targets on CUDA. Finding them means reading device memory back,
+ * a host sync per call, so by default the op does not look: the kernels skip
+ * such rows exactly like ignored ones (loss 0, not counted in a mean, zero
+ * gradient) and never read out of bounds. With FG_CUDA_CHECK_INDEX set to a
+ * value other than 0 in the environment (a debug mode), the forward kernel
+ * also records the first bad row, the op copies that one int64 back (a sync)
+ * and fails with FG_ERR_INDEX and the CPU's message. Valid input gives the
+ * CPU's results either way. */
+static bool cuda_check_index(void)
+{
+    const char *e = getenv("FG_CUDA_CHECK_INDEX");
+    return e && *e && strcmp(e, "0") != 0;
+}
+
+static void bad_target_error(const char *op, const fg_tensor *logits, int64_t target, int64_t pos,
+                             int64_t ignore_index)
+{
+    char bl[128];
+    fg__err(FG_ERR_INDEX, "%s: target %lld at position %lld is out of range for %lld classes (logits %s, "
+                          "ignore_index %lld)", op, (long long)target, (long long)pos, (long long)logits->shape[1],
+            fg_shape_str(logits, bl, sizeof bl), (long long)ignore_index);
+}
+
+/* The CUDA forward: out as on the CPU; *count_out (mean only) the device count
+ * of counted rows, for the backward. NULL on error. */
+static fg_tensor *cross_entropy_cuda(const char *op, fg_tensor *lc, fg_tensor *tc, int64_t ignore_index,
+                                     fg_reduction reduction, fg_tensor **count_out)
+{
+    int64_t N = lc->shape[0], C = lc->shape[1];
+    (void)C; /* FG_CUDA_CALL drops the call in CPU-only builds */
+    bool checked = cuda_check_index();
+    int mode = reduction == FG_REDUCE_NONE ? FG_K_CE_NONE : reduction == FG_REDUCE_SUM ? FG_K_CE_SUM : FG_K_CE_MEAN;
+    fg_tensor *out = fg__new(op, reduction == FG_REDUCE_NONE ? 1 : 0, &N, lc->dtype, lc->device);
+#ifdef FG_HAVE_CUDA
+    int64_t nscratch = mode != FG_K_CE_NONE ? fg_k_cross_entropy_scratch(N) : 0;
+#else
+    int64_t nscratch = 0; /* unreachable: no CUDA tensor exists in this build */
+#endif
+    fg_tensor *rows = out && nscratch ? fg__new(op, 1, &nscratch, FG_F64, lc->device) : NULL;
+    fg_tensor *count = out && mode == FG_K_CE_MEAN ? fg__new(op, 0, NULL, FG_I64, lc->device) : NULL;
+    fg_tensor *bad = out && checked ? fg__new(op, 0, NULL, FG_I64, lc->device) : NULL;
+    fg_status st = !out || (mode != FG_K_CE_NONE && !rows) || (mode == FG_K_CE_MEAN && !count) || (checked && !bad)
+                       ? fg_last_status()
+                       : FG_OK;
+    if (st == FG_OK)
+        st = FG_CUDA_CALL(op, fg_k_cross_entropy_fwd(fg__data(lc), (int)lc->dtype, fg__data(tc), (int)tc->dtype, N, C,
+                                                     ignore_index, mode, fg__data(out),
+                                                     rows ? fg__data(rows) : NULL, count ? fg__data(count) : NULL,
+                                                     bad ? fg__data(bad) : NULL, fg__cuda_stream()));
+    if (st == FG_OK && bad) {
+        int64_t pos = -1, target = 0;
+        st = fg__cuda_memcpy_d2h(&pos, fg__data(bad), sizeof pos);
+        if (st == FG_OK && pos >= 0) {
+            size_t isz = fg_dtype_size(tc->dtype);
+            char raw[8] = {0};
+            st = fg__cuda_memcpy_d2h(raw, (const char *)fg__data(tc) + (size_t)pos * isz, isz);
+            if (st == FG_OK) {
+                target = fg__ld_index(raw, tc->dtype, 0);
+                bad_target_error(op, lc, target, pos, ignore_index);
+                st = FG_ERR_INDEX;
+            }
+        }
+    }
+    fg_free(rows);
+    fg_free(bad);
+    if (st != FG_OK) {
+        fg_free(count);
+        fg_free(out);
+        return NULL;
+    }
+    *count_out = count;
+    return out;
 }
 
 fg_tensor *fg_cross_entropy(fg_tensor *logits, fg_tensor *targets, int64_t ignore_index, fg_reduction reduction)
@@ -87,7 +226,6 @@ fg_tensor *fg_cross_entropy(fg_tensor *logits, fg_tensor *targets, int64_t ignor
                 fg_device_name(logits->device), fg_shape_str(targets, bt, sizeof bt), fg_device_name(targets->device));
         return NULL;
     }
-    if (!fg__check_cpu(op, logits)) return NULL;
     int64_t N = logits->shape[0], C = logits->shape[1];
     fg_tensor *lc = fg__contig(logits);
     fg_tensor *tc = lc ? fg__contig(targets) : NULL;
@@ -96,29 +234,35 @@ fg_tensor *fg_cross_entropy(fg_tensor *logits, fg_tensor *targets, int64_t ignor
         return NULL;
     }
     int64_t count = 0;
-    int64_t bad = fg_cpu_first_out_of_range(tc, C, true, ignore_index, &count);
-    fg_tensor *out = NULL;
-    if (bad >= 0) {
-        fg__err(FG_ERR_INDEX, "%s: target %lld at position %lld is out of range for %lld classes (logits %s, "
-                              "ignore_index %lld)", op, (long long)fg__ld_index(fg__data(tc), tc->dtype, bad),
-                (long long)bad, (long long)C, fg_shape_str(logits, bl, sizeof bl), (long long)ignore_index);
+    fg_tensor *out = NULL, *dcount = NULL; /* dcount: the CUDA mean's device count */
+    if (logits->device != FG_CPU) {
+        out = cross_entropy_cuda(op, lc, tc, ignore_index, reduction, &dcount);
     } else {
-        /* mean and sum give a 0-d loss, none one loss per row. */
-        out = fg__new(op, reduction == FG_REDUCE_NONE ? 1 : 0, &N, logits->dtype, logits->device);
-        if (out) fg_cpu_cross_entropy(out, lc, tc, ignore_index, reduction, count);
+        int64_t bad = fg_cpu_first_out_of_range(tc, C, true, ignore_index, &count);
+        if (bad >= 0) {
+            bad_target_error(op, logits, fg__ld_index(fg__data(tc), tc->dtype, bad), bad, ignore_index);
+        } else {
+            /* mean and sum give a 0-d loss, none one loss per row. */
+            out = fg__new(op, reduction == FG_REDUCE_NONE ? 1 : 0, &N, logits->dtype, logits->device);
+            if (out) fg_cpu_cross_entropy(out, lc, tc, ignore_index, reduction, count);
+        }
     }
     if (out && fg__any_requires_grad(1, &logits)) {
         fg_node *node = fg__record(op, cross_entropy_backward, 1, &logits, 1, &out);
-        if (!node || fg__save(node, lc) < 0 || fg__save(node, tc) < 0) {
+        int slot = -1;
+        if (!node || fg__save(node, lc) < 0 || fg__save(node, tc) < 0 ||
+            (dcount && (slot = fg__save(node, dcount)) < 0)) {
             fg_free(out);
             out = NULL;
             fg__err(FG_ERR_OOM, "%s: out of memory recording backward", op);
         } else {
-            node->i[0] = ignore_index;
+            node->i[CE_IGNORE] = ignore_index;
+            node->i[CE_COUNT_SLOT] = slot;
             /* All targets ignored: every row's gradient is zero anyway. */
             node->f[0] = reduction == FG_REDUCE_MEAN ? (count ? 1.0 / (double)count : 0.0) : 1.0;
         }
     }
+    fg_free(dcount);
     fg__unref(lc);
     fg__unref(tc);
     return out;
