@@ -17,9 +17,15 @@ static fg_tensor *binary_forward(fg_binary_op op, fg_tensor *a, fg_tensor *b)
     int n;
     int64_t shape[FG_MAX_DIMS];
     if (fg__broadcast_shape(name, a->ndim, a->shape, b->ndim, b->shape, &n, shape) != FG_OK) return NULL;
-    if (!fg__check_cpu(name, a)) return NULL;
     fg_tensor *out = fg__new(name, n, shape, a->dtype, a->device);
-    if (out) fg_cpu_binary(op, out, a, b);
+    if (!out) return NULL;
+    if (a->device == FG_CPU) {
+        fg_cpu_binary(op, out, a, b);
+    } else if (FG_CUDA_CALL(name, fg_k_binary((int)op, fg__kt(out), fg__kt_bcast(a, n, shape), fg__kt_bcast(b, n, shape),
+                                              fg__cuda_stream())) != FG_OK) {
+        fg_free(out);
+        return NULL;
+    }
     return out;
 }
 
@@ -114,10 +120,16 @@ static fg_status unary_backward(fg_node *n, fg_tensor *const *go, fg_tensor **gi
         return gi[0] ? FG_OK : fg_last_status();
     }
     fg_tensor *xy = n->saved[0];
-    if (!fg__check_cpu(unary_name[op], go[0])) return fg_last_status();
     fg_tensor *gx = fg__new(unary_name[op], xy->ndim, xy->shape, go[0]->dtype, go[0]->device);
     if (!gx) return fg_last_status();
-    fg_cpu_unary_grad(op, gx, xy, xy, go[0], s);
+    if (gx->device == FG_CPU) {
+        fg_cpu_unary_grad(op, gx, xy, xy, go[0], s);
+    } else {
+        /* The kernel reads only the tensor the derivative needs (x or y: xy is the one saved). */
+        fg_status st = FG_CUDA_CALL(unary_name[op], fg_k_unary_grad((int)op, fg__kt(gx), fg__kt(xy), fg__kt(xy),
+                                                                    fg__kt(go[0]), s, fg__cuda_stream()));
+        if (st != FG_OK) return st;
+    }
     gi[0] = gx;
     return FG_OK;
 }
@@ -128,10 +140,14 @@ static fg_tensor *unary(fg_unary_op op, fg_tensor *a, double s)
     if (!a) { fg__err_null(name, "input"); return NULL; }
     bool keeps_int = op == FG_UN_NEG || op == FG_UN_ABS || op == FG_UN_RELU;
     if (!keeps_int && !fg__check_float(name, a)) return NULL;
-    if (!fg__check_cpu(name, a)) return NULL;
     fg_tensor *out = fg__new_like(name, a);
     if (!out) return NULL;
-    fg_cpu_unary(op, out, a, s);
+    if (a->device == FG_CPU) {
+        fg_cpu_unary(op, out, a, s);
+    } else if (FG_CUDA_CALL(name, fg_k_unary((int)op, fg__kt(out), fg__kt(a), s, fg__cuda_stream())) != FG_OK) {
+        fg_free(out);
+        return NULL;
+    }
     if (!fg__any_requires_grad(1, &a)) return out;
     fg_node *node = fg__record(name, unary_backward, 1, &a, 1, &out);
     if (!node) return out;
@@ -189,10 +205,15 @@ fg_tensor *fg_where(fg_tensor *cond, fg_tensor *a, fg_tensor *b)
     int64_t s1[FG_MAX_DIMS], s2[FG_MAX_DIMS];
     if (fg__broadcast_shape(name, a->ndim, a->shape, b->ndim, b->shape, &n1, s1) != FG_OK) return NULL;
     if (fg__broadcast_shape(name, cond->ndim, cond->shape, n1, s1, &n2, s2) != FG_OK) return NULL;
-    if (!fg__check_cpu(name, a)) return NULL;
     fg_tensor *out = fg__new(name, n2, s2, a->dtype, a->device);
     if (!out) return NULL;
-    fg_cpu_where(out, cond, a, b);
+    if (a->device == FG_CPU) {
+        fg_cpu_where(out, cond, a, b);
+    } else if (FG_CUDA_CALL(name, fg_k_where(fg__kt(out), fg__kt_bcast(cond, n2, s2), fg__kt_bcast(a, n2, s2),
+                                             fg__kt_bcast(b, n2, s2), fg__cuda_stream())) != FG_OK) {
+        fg_free(out);
+        return NULL;
+    }
     fg_tensor *in[3] = {NULL, a, b};
     if (!fg__any_requires_grad(3, in)) return out;
     fg_node *node = fg__record(name, where_backward, 3, in, 1, &out);

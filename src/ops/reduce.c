@@ -29,6 +29,45 @@ static bool reduce_mask(const char *op, const fg_tensor *a, int ndims, const int
     return true;
 }
 
+/* out = sum of a over the masked dims / divisor on the device, rounded once (the
+ * kernel accumulates in double, int64 for integers). */
+static fg_status cuda_sum(const char *op, fg_tensor *out, const fg_tensor *a, const bool *mask, double divisor)
+{
+#ifdef FG_HAVE_CUDA
+    unsigned m = 0;
+    for (int d = 0; d < a->ndim; d++)
+        if (mask[d]) m |= 1u << d;
+    int64_t ws_bytes = fg_k_sum_workspace(fg__kt(a), m);
+    void *ws = NULL;
+    if (ws_bytes > 0 && fg__cuda_malloc(&ws, (size_t)ws_bytes) != FG_OK) return fg_last_status();
+    fg_status st = FG_CUDA_CALL(op, fg_k_sum(fg__kt(out), fg__kt(a), m, divisor, ws, fg__cuda_stream()));
+    /* All device work is on one stream: the allocator may hand the block out again at once. */
+    if (ws) fg__cuda_free(ws, (size_t)ws_bytes);
+    return st;
+#else
+    (void)out, (void)a, (void)mask, (void)divisor;
+    return FG_CUDA_CALL(op, 0);
+#endif
+}
+
+static fg_status cpu_sum(const char *op, fg_tensor *out, const fg_tensor *a, const bool *mask, bool mean,
+                         int64_t count)
+{
+    /* mean: sum into f64 and scale there, so the result is rounded to the dtype once. */
+    fg_tensor *acc = mean && a->dtype != FG_F64 ? fg__new(op, a->ndim, out->shape, FG_F64, a->device) : out;
+    if (!acc || fg_cpu_sum(acc, a, mask) != FG_OK) {
+        if (acc && acc != out) fg_free(acc);
+        return fg_last_status();
+    }
+    if (mean) {
+        const double *src = fg__data(acc);
+        char *p = fg__data(out);
+        for (int64_t i = 0; i < out->numel; i++) fg__st(p, out->dtype, i, src[i] / (double)count);
+        if (acc != out) fg_free(acc);
+    }
+    return FG_OK;
+}
+
 static fg_status sum_backward(fg_node *n, fg_tensor *const *go, fg_tensor **gi)
 {
     fg_edge *e = &n->edges[0];
@@ -47,7 +86,6 @@ static fg_tensor *sum_impl(const char *op, fg_tensor *a, int ndims, const int *d
     int64_t count;
     if (!reduce_mask(op, a, ndims, dims, mask, &count)) return NULL;
     if (mean && !fg__check_float(op, a)) return NULL;
-    if (!fg__check_cpu(op, a)) return NULL;
     int64_t ks[FG_MAX_DIMS], os[FG_MAX_DIMS];
     int on = 0;
     for (int d = 0; d < a->ndim; d++) {
@@ -56,19 +94,13 @@ static fg_tensor *sum_impl(const char *op, fg_tensor *a, int ndims, const int *d
     }
     fg_tensor *out = fg__new(op, a->ndim, ks, a->dtype, a->device);
     if (!out) return NULL;
-    /* mean: sum into f64 and scale there, so the result is rounded to the dtype once. */
-    fg_tensor *acc = mean && a->dtype != FG_F64 ? fg__new(op, a->ndim, ks, FG_F64, a->device) : out;
-    if (!acc || fg_cpu_sum(acc, a, mask) != FG_OK) {
-        if (acc != out) fg_free(acc);
+    double scale = mean ? (count ? 1.0 / (double)count : NAN) : 1.0;
+    /* The kernel divides by the count in double and rounds once, like the CPU path. */
+    fg_status rs = a->device == FG_CPU ? cpu_sum(op, out, a, mask, mean, count)
+                                       : cuda_sum(op, out, a, mask, mean ? (double)count : 1.0);
+    if (rs != FG_OK) {
         fg_free(out);
         return NULL;
-    }
-    double scale = mean ? (count ? 1.0 / (double)count : NAN) : 1.0;
-    if (mean) {
-        const double *src = fg__data(acc);
-        char *p = fg__data(out);
-        for (int64_t i = 0; i < out->numel; i++) fg__st(p, out->dtype, i, src[i] / (double)count);
-        if (acc != out) fg_free(acc);
     }
     if (!keepdim) { /* drop the reduced dims: a view of the contiguous result */
         int64_t st[FG_MAX_DIMS];
@@ -109,8 +141,15 @@ static fg_status max_backward(fg_node *n, fg_tensor *const *go, fg_tensor **gi)
     fg_edge *e = &n->edges[0];
     fg_tensor *idx = n->saved[0]; /* contiguous, keepdim layout */
     int dim = (int)n->i[0];
-    if (!fg__check_cpu("max backward", go[0])) return fg_last_status();
     fg_tensor *gx = fg_zeros(e->ndim, e->shape, go[0]->dtype, go[0]->device);
+    if (gx && gx->device != FG_CPU) {
+        /* The kernel reads go[0] through its strides. */
+        fg_status st = FG_CUDA_CALL("max backward", fg_k_max_backward(fg__kt(gx), fg__kt(go[0]), fg__data(idx), dim,
+                                                                      fg__cuda_stream()));
+        if (st != FG_OK) return st;
+        gi[0] = gx;
+        return FG_OK;
+    }
     fg_tensor *g = gx ? fg__contig(go[0]) : NULL;
     if (!g) return fg_last_status();
     int64_t inner = 1;
@@ -142,7 +181,6 @@ fg_tensor *fg_max(fg_tensor *a, int dim, bool keepdim, fg_tensor **indices)
         fg__err(FG_ERR_SHAPE, "max: dim %d of %s is empty", dim, fg_shape_str(a, b, sizeof b));
         return NULL;
     }
-    if (!fg__check_cpu("max", a)) return NULL;
     int64_t ks[FG_MAX_DIMS];
     memcpy(ks, a->shape, sizeof ks);
     ks[r] = 1;
@@ -152,7 +190,13 @@ fg_tensor *fg_max(fg_tensor *a, int dim, bool keepdim, fg_tensor **indices)
         fg_free(v);
         return NULL;
     }
-    fg_cpu_max(v, ix, a, r);
+    if (a->device == FG_CPU) {
+        fg_cpu_max(v, ix, a, r);
+    } else if (FG_CUDA_CALL("max", fg_k_max(fg__kt(v), fg__data(ix), fg__kt(a), r, fg__cuda_stream())) != FG_OK) {
+        fg_free(v);
+        fg_free(ix);
+        return NULL;
+    }
     if (fg__any_requires_grad(1, &a)) {
         fg_node *node = fg__record("max", max_backward, 1, &a, 1, &v);
         if (node) {
