@@ -96,6 +96,8 @@ fg_status fg__copy_elements(fg_tensor *dst, const fg_tensor *src)
         return FG_OK;
     }
     if (dst->device == FG_CUDA && src->device == FG_CUDA) {
+        if (dst->dtype == src->dtype && fg_is_contiguous(dst) && fg_is_contiguous(src))
+            return fg__cuda_memcpy_d2d(fg__data(dst), fg__data(src), (size_t)dst->numel * fg_dtype_size(dst->dtype));
         if (!fg__same_shape(dst, src)) {
             /* Shapes differ, element order is row-major in each: pack src, then
              * read the packed buffer through dst's shape. */

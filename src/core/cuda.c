@@ -280,7 +280,7 @@ fg_status fg__cuda_memcpy_d2h(void *dst, const void *src, size_t n) { return sta
 
 fg_status fg__cuda_memcpy_d2d(void *dst, const void *src, size_t n)
 {
-    return cuda_status("copy device->device", cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, 0));
+    return cuda_status("copy device->device", cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, (cudaStream_t)fg__cuda_stream()));
 }
 
 fg_status fg__cuda_fill(void *p, fg_dtype dt, int64_t n, double value)

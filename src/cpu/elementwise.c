@@ -154,6 +154,9 @@ void fg_cpu_where(fg_tensor *out, const fg_tensor *cond, const fg_tensor *a, con
     const char *pc = fg__data(cond), *pa = fg__data(a), *pb = fg__data(b);
     for (int64_t i = 0; i < out->numel; i++, fg__iter_next(&it)) {
         bool c = fg__ld(pc, cond->dtype, it.off[1]) != 0.0;
-        fg__st(po, out->dtype, it.off[0], c ? fg__ld(pa, a->dtype, it.off[2]) : fg__ld(pb, b->dtype, it.off[3]));
+        /* a, b and out share a dtype (the op checks it): move the bits, so i64
+         * beyond 2^53 and NaN payloads pass unchanged. */
+        size_t es = fg_dtype_size(out->dtype);
+        memcpy(po + (size_t)it.off[0] * es, c ? pa + (size_t)it.off[2] * es : pb + (size_t)it.off[3] * es, es);
     }
 }
