@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
-# Runs the test suites on the device machine from a build made on a machine
-# with Check installed (the device has neither libtool nor Check):
-#   here:   mkdir _build_dev && cd _build_dev && ../configure --disable-shared --with-cuda-arch=90 && make check
+# Runs the test suites on the device machine from binaries built on a machine
+# with Check installed (the device has neither libtool nor Check). Package the
+# shared build (small: one libflashgrad.so, thin test binaries):
+#   here:   (cd _build && make check) ; mkdir -p _dev_pkg/tests _dev_pkg/lib _dev_pkg/examples
+#           cp _build/tests/.libs/test_* _dev_pkg/tests/; cp -L _build/.libs/libflashgrad.so.0 _dev_pkg/lib/
+#           cp _build/examples/.libs/* _dev_pkg/examples/
 #           mkdir _devlibs && cp -L <libsubunit.so.0> <libcudart.so.13> _devlibs/
-#   device: bench/device_check.sh _build_dev   (carry _build_dev and _devlibs)
+#   device: bench/device_check.sh _dev_pkg            (carry _dev_pkg and _devlibs)
+#           bench/device_check.sh _dev_pkg --sanitize  (compute-sanitizer on the GPU suites)
 # Writes logs under $OUT when set.
 set -uo pipefail
-build=${1:-_build_dev}
+build=${1:-_dev_pkg}
+mode=${2:-}
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out=${OUT:-/tmp/fg_device_check}
 mkdir -p "$out"
-export LD_LIBRARY_PATH="$top/_devlibs:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+export LD_LIBRARY_PATH="$top/$build/lib:$top/_devlibs:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 cd "$top/$build" || exit 1
 status=0
-for t in tests/test_*; do
+[ "$mode" = --sanitize ] || for t in tests/test_*; do
   [ -x "$t" ] && [ -f "$t" ] || continue
   case $t in *.o|*.log|*.trs) continue ;; esac
   CK_FORK=no "./$t" > "$out/$(basename "$t").log" 2>&1
@@ -22,7 +27,7 @@ for t in tests/test_*; do
   echo "$(basename "$t"): exit $rc, $(grep -hE '^[0-9]+%: Checks' "$out/$(basename "$t").log")"
   [ $rc -eq 0 ] || status=1
 done
-if command -v compute-sanitizer >/dev/null; then
+if [ "$mode" = --sanitize ] && command -v compute-sanitizer >/dev/null; then
   # Sanitizers on the GPU suites, with the caching allocator off (so every
   # buffer is its own allocation) and small sizes (FG_TEST_QUICK). memcheck
   # ignores API errors: the suites provoke cudaErrorMemoryAllocation on purpose.

@@ -265,6 +265,7 @@ fg_status fg__cuda_matmul(const char *op, fg_tensor *out, const fg_tensor *a, co
 /* Maps a cublasStatus_t (as int) to FG_OK or FG_ERR_CUDA with a message naming
  * the op, the cuBLAS status name and `detail` (the call and the shapes). */
 fg_status fg__cublas_check(const char *op, int status, const char *detail);
+void fg__cublas_shutdown(void);
 
 /* Thread-local state shared by core files. */
 uint64_t fg__next_seq(void);

@@ -524,9 +524,15 @@ START_TEST(test_allocator_steady_training_loop)
     printf("cuda_matmul: MLP loss %.4f -> %.4f; cudaMalloc calls %lld -> %lld over 20 steps, cache hits +%lld\n", l0,
            l, (long long)m0.n_cuda_malloc, (long long)m1.n_cuda_malloc,
            (long long)(m1.n_cache_hits - m0.n_cache_hits));
-    ck_assert_msg(m1.n_cuda_malloc == m0.n_cuda_malloc, "cudaMalloc calls grew from %lld to %lld",
-                  (long long)m0.n_cuda_malloc, (long long)m1.n_cuda_malloc);
-    ck_assert(m1.n_cache_hits > m0.n_cache_hits);
+    const char *nc = getenv("FG_CUDA_NO_CACHE");
+    if (nc && *nc && strcmp(nc, "0") != 0) {
+        /* Caching off (sanitizer runs): every step allocates for real. */
+        ck_assert(m1.n_cuda_malloc > m0.n_cuda_malloc);
+    } else {
+        ck_assert_msg(m1.n_cuda_malloc == m0.n_cuda_malloc, "cudaMalloc calls grew from %lld to %lld",
+                      (long long)m0.n_cuda_malloc, (long long)m1.n_cuda_malloc);
+        ck_assert(m1.n_cache_hits > m0.n_cache_hits);
+    }
     ck_assert(l < l0);
     END;
 }

@@ -32,6 +32,10 @@ fg_status fg_cuda_get_memory_stats(fg_cuda_memory_stats *out);
 /* Returns every cached block to the driver. */
 fg_status fg_cuda_empty_cache(void);
 void fg_cuda_reset_peak(void);
+/* Releases the process-wide CUDA resources (cuBLAS handle and workspace, pinned
+ * staging buffers, cached blocks). Registered with atexit on first CUDA use;
+ * safe to call earlier (they are recreated on demand). Live tensors stay valid. */
+void fg_cuda_shutdown(void);
 
 #ifdef __cplusplus
 }

@@ -88,6 +88,18 @@ static fg_status blas_handle(const char *op, cublasHandle_t *out)
     return FG_OK;
 }
 
+/* Destroys the handle and returns the workspace (fg_cuda_shutdown). */
+void fg__cublas_shutdown(void)
+{
+    pthread_mutex_lock(&g_blas.mu);
+    if (g_blas.handle) cublasDestroy(g_blas.handle);
+    if (g_blas.workspace) fg__cuda_free(g_blas.workspace, FG_CUBLAS_WORKSPACE);
+    g_blas.handle = NULL;
+    g_blas.workspace = NULL;
+    g_blas.stream_bound = false;
+    pthread_mutex_unlock(&g_blas.mu);
+}
+
 /* How cuBLAS can read a row-major (r, c) matrix with strides (sr, sc): as is
  * (rows contiguous, *rowmajor, ld = row stride) or as a transposed view (columns
  * contiguous, ld = column stride). Strides of size-1 dims do not matter. False
@@ -279,6 +291,8 @@ done:
 }
 
 #else /* !FG_HAVE_CUDA */
+
+void fg__cublas_shutdown(void) {}
 
 fg_status fg__cublas_check(const char *op, int status, const char *detail)
 {

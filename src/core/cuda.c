@@ -32,6 +32,7 @@ int fg_cuda_device_count(void)
             n = 0;
         }
         cached = n;
+        if (n > 0) atexit(fg_cuda_shutdown); /* runs before the CUDA runtime's own teardown */
     }
     return cached;
 }
@@ -275,6 +276,29 @@ static fg_status staged_copy(void *dst, const void *src, size_t n, bool to_devic
     return cuda_status(what, e);
 }
 
+static void stage_release(void)
+{
+    pthread_mutex_lock(&g_stage.mu);
+    if (g_stage.state == 1) {
+        for (int k = 0; k < 2; k++) {
+            cudaFreeHost(g_stage.buf[k]);
+            cudaEventDestroy(g_stage.done[k]);
+            g_stage.buf[k] = NULL;
+        }
+    }
+    g_stage.state = 0;
+    pthread_mutex_unlock(&g_stage.mu);
+}
+
+void fg_cuda_shutdown(void)
+{
+    if (fg_cuda_device_count() == 0) return;
+    cudaDeviceSynchronize();
+    fg__cublas_shutdown();
+    stage_release();
+    fg_cuda_empty_cache();
+}
+
 fg_status fg__cuda_memcpy_h2d(void *dst, const void *src, size_t n) { return staged_copy(dst, src, n, true); }
 fg_status fg__cuda_memcpy_d2h(void *dst, const void *src, size_t n) { return staged_copy(dst, src, n, false); }
 
@@ -322,6 +346,7 @@ fg_status fg_cuda_get_memory_stats(fg_cuda_memory_stats *out)
     return no_cuda("fg_cuda_get_memory_stats");
 }
 fg_status fg_cuda_empty_cache(void) { return FG_OK; }
+void fg_cuda_shutdown(void) {}
 void fg_cuda_reset_peak(void) {}
 void *fg__cuda_stream(void) { return NULL; }
 fg_status fg__cuda_check(const char *op, int err) { return no_cuda(op); }
