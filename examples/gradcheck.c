@@ -4,7 +4,8 @@
  *
  *   examples/gradcheck                 every case on the CPU
  *   examples/gradcheck --op softmax    only cases whose name contains "softmax"
- *   examples/gradcheck --device cuda   also compare the CUDA forward/backward to the CPU
+ *   examples/gradcheck --device cuda   also run each case in float32 on the GPU and compare
+ *                                      its output and gradients with the float64 CPU result
  */
 #include <getopt.h>
 #include <math.h>
@@ -22,9 +23,10 @@ typedef struct {
     double lo, hi; /* input value range (positive for log/sqrt/pow) */
 } gc_case;
 
-static fg_tensor *idx_tensor(const int64_t *v, int64_t n)
+/* Index tensors live on the device of the case's data. */
+static fg_tensor *idx_tensor(const fg_tensor *like, const int64_t *v, int64_t n)
 {
-    return fg_from_data(v, 1, &n, FG_I64, FG_CPU);
+    return fg_from_data(v, 1, &n, FG_I64, fg_device_of(like));
 }
 
 #define F(name) static fg_tensor *name(fg_tensor *const *x, void *ctx)
@@ -53,21 +55,21 @@ F(f_layernorm) { return fg_layernorm(x[0], x[1], x[2], 1e-5); }
 F(f_rmsnorm) { return fg_rmsnorm(x[0], x[1], 1e-6); }
 F(f_cross_entropy)
 {
-    fg_tensor *t = idx_tensor((const int64_t[]){2, 0, -100, 4}, 4);
+    fg_tensor *t = idx_tensor(x[0], (const int64_t[]){2, 0, -100, 4}, 4);
     return fg_cross_entropy(x[0], t, -100, FG_REDUCE_MEAN);
 }
 F(f_embedding)
 {
-    fg_tensor *t = idx_tensor((const int64_t[]){1, 3, 1, 0, 5}, 5);
+    fg_tensor *t = idx_tensor(x[0], (const int64_t[]){1, 3, 1, 0, 5}, 5);
     return fg_embedding(x[0], t);
 }
 F(f_gather)
 {
     int64_t v[] = {0, 2, 1, 1, 0, 2};
-    fg_tensor *t = fg_from_data(v, FG_SHAPE(3, 2), FG_I64, FG_CPU);
+    fg_tensor *t = fg_from_data(v, FG_SHAPE(3, 2), FG_I64, fg_device_of(x[0]));
     return fg_gather(x[0], 1, t);
 }
-F(f_index_select) { return fg_index_select(x[0], 0, idx_tensor((const int64_t[]){2, 0, 2}, 3)); }
+F(f_index_select) { return fg_index_select(x[0], 0, idx_tensor(x[0], (const int64_t[]){2, 0, 2}, 3)); }
 F(f_concat) { return fg_concat(3, x, 1); }
 F(f_topk)
 {
@@ -136,6 +138,37 @@ static double forward_f32_error(const gc_case *c, fg_tensor *const *in64)
     return err;
 }
 
+/* The case in float32 on the GPU against float64 on the CPU: relative L2 error
+ * of the output (*fwd) and the worst over the inputs' gradients (*bwd), for
+ * the same random output gradient. */
+static fg_status cuda_vs_cpu(const gc_case *c, fg_tensor *const *in64, fg_generator *g, double *fwd, double *bwd)
+{
+    fg_scope *s = fg_scope_begin();
+    fg_tensor *cpu[4], *gpu[4];
+    fg_status st = FG_OK;
+    for (int i = 0; i < c->n_inputs && st == FG_OK; i++) {
+        cpu[i] = fg_clone(fg_detach(in64[i]));
+        gpu[i] = fg_to(fg_detach(in64[i]), FG_CUDA, FG_F32);
+        if (!cpu[i] || !gpu[i] || fg_set_requires_grad(cpu[i], true) || fg_set_requires_grad(gpu[i], true))
+            st = fg_last_status();
+    }
+    fg_tensor *oc = st == FG_OK ? c->fn(cpu, NULL) : NULL, *og = oc ? c->fn(gpu, NULL) : NULL;
+    fg_tensor *r = og ? fg_randn(g, fg_ndim(oc), fg_shape(oc), FG_F64, FG_CPU) : NULL;
+    fg_tensor *rg = r ? fg_to(r, FG_CUDA, FG_F32) : NULL;
+    if (!rg || fg_backward_with_grad(oc, r) != FG_OK || fg_backward_with_grad(og, rg) != FG_OK)
+        st = fg_last_status() != FG_OK ? fg_last_status() : FG_ERR_STATE;
+    fg_compare_result cr;
+    *fwd = *bwd = INFINITY;
+    if (st == FG_OK && (st = fg_compare(og, oc, 0, 0, &cr)) == FG_OK) *fwd = cr.rel_l2_err;
+    for (int i = 0; i < c->n_inputs && st == FG_OK; i++) {
+        if (i == 0) *bwd = 0;
+        if ((st = fg_compare(fg_grad(gpu[i]), fg_grad(cpu[i]), 0, 0, &cr)) == FG_OK && cr.rel_l2_err > *bwd)
+            *bwd = cr.rel_l2_err;
+    }
+    fg_scope_end(s);
+    return st;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f, "usage: gradcheck [--op SUBSTRING] [--device cpu|cuda] [--seed N] [--verbose] [--help]\n"
@@ -171,12 +204,15 @@ int main(int argc, char **argv)
             fprintf(stderr, "gradcheck: --device cuda: %s\n", fg_cuda_device_description(desc, sizeof desc));
             return 2;
         }
-        fprintf(stderr, "gradcheck: --device cuda: GPU op kernels are not in this build yet; "
-                        "checking on the CPU only\n");
+        fprintf(stderr, "gradcheck: --device cuda: also comparing float32 on %s with float64 on the CPU\n",
+                fg_cuda_device_description(desc, sizeof desc));
     }
+    bool cuda = strcmp(device, "cuda") == 0;
 
     printf("flashgrad gradcheck: analytic vs central differences (f64, eps 1e-6), f32 forward vs f64\n");
-    printf("%-32s %12s %12s %12s  %s\n", "case", "max abs err", "max rel err", "f32 rel err", "result");
+    printf("%-32s %12s %12s %12s", "case", "max abs err", "max rel err", "f32 rel err");
+    if (cuda) printf(" %12s %12s", "cuda fwd", "cuda grad");
+    printf("  result\n");
     fg_generator *g = fg_generator_new(seed);
     int n_run = 0, n_fail = 0;
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
@@ -199,12 +235,20 @@ int main(int argc, char **argv)
         double f32_err = st == FG_OK ? forward_f32_error(c, in) : INFINITY;
         /* float32 keeps ~7 digits; a relative L2 error above 1e-5 means a precision bug. */
         bool ok = st == FG_OK && r.passed && f32_err < 1e-5;
+        double cf = 0, cb = 0;
+        if (cuda && st == FG_OK) {
+            st = cuda_vs_cpu(c, in, g, &cf, &cb);
+            ok = ok && st == FG_OK && cf < 1e-5 && cb < 1e-5;
+        }
         n_run++;
         n_fail += !ok;
-        if (st != FG_OK)
+        if (st != FG_OK) {
             printf("%-32s  error: %s\n", c->name, fg_last_error());
-        else
-            printf("%-32s %12.3g %12.3g %12.3g  %s\n", c->name, abs_err, rel_err, f32_err, ok ? "ok" : "FAIL");
+        } else {
+            printf("%-32s %12.3g %12.3g %12.3g", c->name, abs_err, rel_err, f32_err);
+            if (cuda) printf(" %12.3g %12.3g", cf, cb);
+            printf("  %s\n", ok ? "ok" : "FAIL");
+        }
         fg_clear_error();
         fg_scope_end(s);
     }
