@@ -46,11 +46,24 @@ int grid_for(int64_t work, int threads = 256)
 
 // ---- forward: row gather ----
 
+// Claims the error record (fg_kernels.h) for the first bad index seen; only the
+// winner of the atomicCAS on the code writes the details.
+__device__ __forceinline__ void record_error(int64_t *rec, int64_t code, int64_t pos, int64_t value, int64_t limit)
+{
+    unsigned long long *c = reinterpret_cast<unsigned long long *>(rec);
+    if (atomicCAS(c, 0ull, static_cast<unsigned long long>(code)) == 0ull) {
+        rec[1] = pos;
+        rec[2] = value;
+        rec[3] = limit;
+    }
+}
+
 // V: the access unit (uint4, uint2, uint32_t, uint16_t, uint8_t). All sizes and
-// strides are in units of V.
+// strides are in units of V. With rec, an index outside [0, rows) gives zeros
+// and is recorded (with its position j); without, indices were checked before.
 template <typename V>
 __global__ void gather_rows_kernel(V *out, const V *a, int64_t outer, int64_t L, int64_t inner, int64_t so, int64_t sr,
-                                   const void *index, int idt, int64_t istride)
+                                   const void *index, int idt, int64_t istride, int64_t rows, int64_t *rec)
 {
     int64_t total = outer * L * inner;
     for (int64_t f = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; f < total;
@@ -58,16 +71,49 @@ __global__ void gather_rows_kernel(V *out, const V *a, int64_t outer, int64_t L,
         int64_t row = f / inner, t = f - row * inner;
         int64_t o = row / L, j = row - o * L;
         int64_t r = ld_index(index, idt, j * istride);
+        if (rec && (r < 0 || r >= rows)) {
+            out[f] = V{};
+            if (t == 0) record_error(rec, FG_K_ERR_EMBEDDING, j, r, rows);
+            continue;
+        }
         out[f] = a[o * so + r * sr + t];
     }
 }
 
 template <typename V>
 int launch_rows(void *out, const void *a, int64_t outer, int64_t L, int64_t inner, int64_t so, int64_t sr,
-                const void *index, int idt, int64_t istride, cudaStream_t s)
+                const void *index, int idt, int64_t istride, int64_t rows, int64_t *rec, cudaStream_t s)
 {
     gather_rows_kernel<V><<<grid_for(outer * L * inner), 256, 0, s>>>(
-        static_cast<V *>(out), static_cast<const V *>(a), outer, L, inner, so, sr, index, idt, istride);
+        static_cast<V *>(out), static_cast<const V *>(a), outer, L, inner, so, sr, index, idt, istride, rows, rec);
+    return static_cast<int>(cudaGetLastError());
+}
+
+// Embedding forward over a table with strided columns, one thread per element.
+template <typename E>
+__global__ void emb_fwd_strided_kernel(E *out, const E *a, int64_t n, int64_t D, int64_t sr, int64_t sc,
+                                       const void *index, int idt, int64_t rows, int64_t *rec)
+{
+    int64_t total = n * D;
+    for (int64_t f = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; f < total;
+         f += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+        int64_t k = f / D, j = f - k * D;
+        int64_t r = ld_index(index, idt, k);
+        if (r < 0 || r >= rows) {
+            out[f] = E{};
+            if (rec && j == 0) record_error(rec, FG_K_ERR_EMBEDDING, k, r, rows);
+            continue;
+        }
+        out[f] = a[r * sr + j * sc];
+    }
+}
+
+template <typename E>
+int launch_strided(void *out, const void *a, int64_t n, int64_t D, int64_t sr, int64_t sc, const void *index, int idt,
+                   int64_t rows, int64_t *rec, cudaStream_t s)
+{
+    emb_fwd_strided_kernel<E><<<grid_for(n * D), 256, 0, s>>>(static_cast<E *>(out), static_cast<const E *>(a), n, D,
+                                                              sr, sc, index, idt, rows, rec);
     return static_cast<int>(cudaGetLastError());
 }
 
@@ -75,14 +121,18 @@ int launch_rows(void *out, const void *a, int64_t outer, int64_t L, int64_t inne
 
 // Atomic mode: one thread per element of gy (n, D). acc is gw itself (f32, f64)
 // or an f32 accumulator (bf16, f16); it starts at zero.
+// Out-of-range indices (the forward recorded them and output zeros) are skipped
+// here and in the sorted path, so the backward never writes out of bounds.
 template <typename A>
-__global__ void emb_bwd_atomic_kernel(A *acc, const void *gy, int dt, const void *index, int idt, int64_t n, int64_t D)
+__global__ void emb_bwd_atomic_kernel(A *acc, const void *gy, int dt, const void *index, int idt, int64_t n, int64_t D,
+                                      int64_t V)
 {
     int64_t total = n * D;
     for (int64_t f = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; f < total;
          f += static_cast<int64_t>(gridDim.x) * blockDim.x) {
         int64_t k = f / D, j = f - k * D;
         int64_t r = ld_index(index, idt, k);
+        if (r < 0 || r >= V) continue;
         atomicAdd(acc + r * D + j, static_cast<A>(ld_f(gy, dt, f)));
     }
 }
@@ -94,11 +144,14 @@ __global__ void f32_to_dtype_kernel(void *dst, int dt, const float *src, int64_t
         st_f(dst, dt, i, src[i]);
 }
 
-__global__ void emb_keys_kernel(unsigned long long *keys, long long *vals, const void *index, int idt, int64_t n)
+// Key V for an out-of-range index: sorted after every valid row, then skipped.
+__global__ void emb_keys_kernel(unsigned long long *keys, long long *vals, const void *index, int idt, int64_t n,
+                                int64_t V)
 {
     for (int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; k < n;
          k += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-        keys[k] = static_cast<unsigned long long>(ld_index(index, idt, k));
+        int64_t r = ld_index(index, idt, k);
+        keys[k] = static_cast<unsigned long long>(r < 0 || r >= V ? V : r);
         vals[k] = k;
     }
 }
@@ -108,10 +161,11 @@ __global__ void emb_keys_kernel(unsigned long long *keys, long long *vals, const
 // sums the run's gradient rows in position order (the CPU's order), in double,
 // and stores once. Rows nobody picked were zeroed before.
 __global__ void emb_bwd_sorted_kernel(void *gw, int dt, const void *gy, const unsigned long long *keys,
-                                      const long long *vals, int64_t n, int64_t D)
+                                      const long long *vals, int64_t n, int64_t D, int64_t V)
 {
     for (int64_t m = blockIdx.y; m < n; m += gridDim.y) {
         unsigned long long r = keys[m];
+        if (r >= static_cast<unsigned long long>(V)) break; // out-of-range keys sort last
         if (m > 0 && keys[m - 1] == r) continue; // not the start of a run (uniform across the block)
         for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < D;
              j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -160,7 +214,7 @@ cudaError_t emb_plan(Carve &c, EmbPlan &p, bool det, int dtype, int64_t n, int64
         p.vin = c.take<long long>(static_cast<size_t>(n));
         p.vout = c.take<long long>(static_cast<size_t>(n));
         cudaError_t e = cub::DeviceRadixSort::SortPairs(nullptr, p.temp_bytes, p.kin, p.kout, p.vin, p.vout, n, 0,
-                                                        bits_for(V), s);
+                                                        bits_for(V + 1), s);
         if (e != cudaSuccess) return e;
         p.temp = c.take<char>(p.temp_bytes);
     } else if (dtype == DT_BF16 || dtype == DT_F16) {
@@ -173,7 +227,7 @@ cudaError_t emb_plan(Carve &c, EmbPlan &p, bool det, int dtype, int64_t n, int64
 
 extern "C" int fg_k_gather_rows(void *out, const void *a, int elem_size, int64_t outer, int64_t L, int64_t inner,
                                 int64_t a_outer_stride, int64_t a_row_stride, const void *index, int index_dtype,
-                                int64_t index_stride, void *stream)
+                                int64_t index_stride, int64_t rows, int64_t *err_rec, void *stream)
 {
     if (outer <= 0 || L <= 0 || inner <= 0) return 0;
     cudaStream_t s = static_cast<cudaStream_t>(stream);
@@ -185,11 +239,26 @@ extern "C" int fg_k_gather_rows(void *out, const void *a, int elem_size, int64_t
     int64_t b = m % 16 == 0 ? 16 : m % 8 == 0 ? 8 : m % 4 == 0 ? 4 : m % 2 == 0 ? 2 : 1;
     int64_t in_u = inner * elem_size / b, so = a_outer_stride * elem_size / b, sr = a_row_stride * elem_size / b;
     switch (b) {
-    case 16: return launch_rows<uint4>(out, a, outer, L, in_u, so, sr, index, index_dtype, index_stride, s);
-    case 8: return launch_rows<uint2>(out, a, outer, L, in_u, so, sr, index, index_dtype, index_stride, s);
-    case 4: return launch_rows<uint32_t>(out, a, outer, L, in_u, so, sr, index, index_dtype, index_stride, s);
-    case 2: return launch_rows<uint16_t>(out, a, outer, L, in_u, so, sr, index, index_dtype, index_stride, s);
-    default: return launch_rows<uint8_t>(out, a, outer, L, in_u, so, sr, index, index_dtype, index_stride, s);
+    case 16: return launch_rows<uint4>(out, a, outer, L, in_u, so, sr, index, index_dtype, index_stride, rows, err_rec, s);
+    case 8: return launch_rows<uint2>(out, a, outer, L, in_u, so, sr, index, index_dtype, index_stride, rows, err_rec, s);
+    case 4: return launch_rows<uint32_t>(out, a, outer, L, in_u, so, sr, index, index_dtype, index_stride, rows, err_rec, s);
+    case 2: return launch_rows<uint16_t>(out, a, outer, L, in_u, so, sr, index, index_dtype, index_stride, rows, err_rec, s);
+    default: return launch_rows<uint8_t>(out, a, outer, L, in_u, so, sr, index, index_dtype, index_stride, rows, err_rec, s);
+    }
+}
+
+extern "C" int fg_k_embedding_fwd_strided(void *out, const void *a, int elem_size, int64_t n, int64_t D,
+                                          int64_t a_row_stride, int64_t a_col_stride, const void *index,
+                                          int index_dtype, int64_t rows, int64_t *err_rec, void *stream)
+{
+    if (n <= 0 || D <= 0) return 0;
+    cudaStream_t s = static_cast<cudaStream_t>(stream);
+    switch (elem_size) {
+    case 8: return launch_strided<uint64_t>(out, a, n, D, a_row_stride, a_col_stride, index, index_dtype, rows, err_rec, s);
+    case 4: return launch_strided<uint32_t>(out, a, n, D, a_row_stride, a_col_stride, index, index_dtype, rows, err_rec, s);
+    case 2: return launch_strided<uint16_t>(out, a, n, D, a_row_stride, a_col_stride, index, index_dtype, rows, err_rec, s);
+    case 1: return launch_strided<uint8_t>(out, a, n, D, a_row_stride, a_col_stride, index, index_dtype, rows, err_rec, s);
+    default: return static_cast<int>(cudaErrorInvalidValue);
     }
 }
 
@@ -219,25 +288,25 @@ extern "C" int fg_k_embedding_backward(void *gw, int dtype, int64_t V, int64_t D
     if (e != cudaSuccess) return static_cast<int>(e);
     if (c.used > scratch_bytes || (c.used > 0 && !scratch)) return static_cast<int>(cudaErrorInvalidValue);
     if (deterministic) {
-        emb_keys_kernel<<<grid_for(n), 256, 0, s>>>(p.kin, p.vin, index, index_dtype, n);
+        emb_keys_kernel<<<grid_for(n), 256, 0, s>>>(p.kin, p.vin, index, index_dtype, n, V);
         if ((e = cudaGetLastError()) != cudaSuccess) return static_cast<int>(e);
         // A stable sort: equal rows keep their positions in increasing order.
-        e = cub::DeviceRadixSort::SortPairs(p.temp, p.temp_bytes, p.kin, p.kout, p.vin, p.vout, n, 0, bits_for(V), s);
+        e = cub::DeviceRadixSort::SortPairs(p.temp, p.temp_bytes, p.kin, p.kout, p.vin, p.vout, n, 0, bits_for(V + 1), s);
         if (e != cudaSuccess) return static_cast<int>(e);
         dim3 grid(static_cast<unsigned>(grid_for(D, 128)), static_cast<unsigned>(n < 65535 ? n : 65535));
-        emb_bwd_sorted_kernel<<<grid, 128, 0, s>>>(gw, dtype, gy, p.kout, p.vout, n, D);
+        emb_bwd_sorted_kernel<<<grid, 128, 0, s>>>(gw, dtype, gy, p.kout, p.vout, n, D, V);
         return static_cast<int>(cudaGetLastError());
     }
     if (dtype == DT_F32) {
         emb_bwd_atomic_kernel<float><<<grid_for(n * D), 256, 0, s>>>(static_cast<float *>(gw), gy, dtype, index,
-                                                                     index_dtype, n, D);
+                                                                     index_dtype, n, D, V);
     } else if (dtype == DT_F64) {
         emb_bwd_atomic_kernel<double><<<grid_for(n * D), 256, 0, s>>>(static_cast<double *>(gw), gy, dtype, index,
-                                                                      index_dtype, n, D);
+                                                                      index_dtype, n, D, V);
     } else {
         e = cudaMemsetAsync(p.acc, 0, static_cast<size_t>(V * D) * sizeof(float), s);
         if (e != cudaSuccess) return static_cast<int>(e);
-        emb_bwd_atomic_kernel<float><<<grid_for(n * D), 256, 0, s>>>(p.acc, gy, dtype, index, index_dtype, n, D);
+        emb_bwd_atomic_kernel<float><<<grid_for(n * D), 256, 0, s>>>(p.acc, gy, dtype, index, index_dtype, n, D, V);
         if ((e = cudaGetLastError()) != cudaSuccess) return static_cast<int>(e);
         f32_to_dtype_kernel<<<grid_for(V * D), 256, 0, s>>>(gw, dtype, p.acc, V * D);
     }

@@ -27,6 +27,14 @@ typedef struct {
     int64_t stride[FG_K_MAX_DIMS];
 } fg_k_tensor;
 
+/* The device-side sticky error record (owned by src/core/cuda.c,
+ * fg__cuda_error_record): 4 int64 {code, position, value, limit}, code 0 = no
+ * error. A kernel that meets a bad index claims it with atomicCAS(&rec[0], 0,
+ * code); only the winner then writes position, value and limit, so the record
+ * keeps the first error until the host reads and resets it at a sync point. */
+#define FG_K_ERR_EMBEDDING 1     /* value: the index, limit: the table's rows */
+#define FG_K_ERR_CROSS_ENTROPY 2 /* value: the target, limit: the classes */
+
 int fg_k_fill(void *dst, int dtype, int64_t n, double value, void *stream);
 int fg_k_copy_strided(void *dst, int dst_dtype, const int64_t *dst_stride, const void *src, int src_dtype,
                       const int64_t *src_stride, int ndim, const int64_t *shape, int64_t numel, void *stream);

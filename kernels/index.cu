@@ -514,7 +514,7 @@ extern "C" int fg_k_index_select(fg_k_tensor out, fg_k_tensor a, int dim, fg_k_t
     }
     if (rows)
         return fg_k_gather_rows(out.data, a.data, dtype_size(a.dtype), outer, L, inner, so, a.stride[dim], index.data,
-                                index.dtype, istride, stream);
+                                index.dtype, istride, a.shape[dim], nullptr, stream);
     // General path: the index read as broadcast to out's shape.
     fg_k_tensor ix = out;
     ix.data = index.data;

@@ -1,6 +1,8 @@
 /* Launchers of kernels/index.cu and kernels/embedding.cu (see fg_kernels.h for
  * the conventions). Index tensors are i32 or i64 (dtype codes 4, 5) and have
- * been range-checked (fg_k_index_check) before a kernel reads through them.
+ * been range-checked (fg_k_index_check) before a kernel reads through them,
+ * except for the embedding launchers: they check in the kernel and report to the
+ * device error record (fg_kernels.h) instead of making the host sync.
  * Outputs are contiguous tensors allocated by the caller.
  *
  * Launchers that need device scratch have a companion *_scratch query that
@@ -74,10 +76,20 @@ int fg_k_topk(fg_k_tensor values, fg_k_tensor indices, fg_k_tensor a, int dim, i
 /* Row gather (embedding forward, index_select's fast path): out (outer, L,
  * inner) contiguous, out[o, j, :] = a[o * a_outer_stride + index[j * index_stride]
  * * a_row_stride + (0 .. inner-1)], raw copies of elem_size bytes with the
- * widest vector access (16/8/4/2 bytes) alignment allows. Strides in elements. */
+ * widest vector access (16/8/4/2 bytes) alignment allows. Strides in elements.
+ * err_rec (the error record, see fg_kernels.h; NULL when the caller has already
+ * range-checked the indices, as index_select does): an index outside [0, rows)
+ * gives zeros in out and records FG_K_ERR_EMBEDDING with position j. */
 int fg_k_gather_rows(void *out, const void *a, int elem_size, int64_t outer, int64_t L, int64_t inner,
                      int64_t a_outer_stride, int64_t a_row_stride, const void *index, int index_dtype,
-                     int64_t index_stride, void *stream);
+                     int64_t index_stride, int64_t rows, int64_t *err_rec, void *stream);
+/* Embedding forward for a table with strided columns: out (n, D) contiguous,
+ * out[k, j] = a[index[k] * a_row_stride + j * a_col_stride] (elem_size 1, 2, 4
+ * or 8 bytes); an index outside [0, rows) gives a zero row and records
+ * FG_K_ERR_EMBEDDING in err_rec (which may be NULL). */
+int fg_k_embedding_fwd_strided(void *out, const void *a, int elem_size, int64_t n, int64_t D, int64_t a_row_stride,
+                               int64_t a_col_stride, const void *index, int index_dtype, int64_t rows,
+                               int64_t *err_rec, void *stream);
 
 /* gw (V, D) contiguous, written entirely = the rows of gy (n, D) contiguous
  * added at the n contiguous indices (float dtypes). */

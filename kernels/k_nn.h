@@ -33,13 +33,14 @@ int fg_k_softmax_bwd(const void *y, const void *gy, void *gx, int dtype, int64_t
  *    stages without atomics (deterministic). MEAN divides by the count of
  *    counted rows (0 when none). count (one int64, may be NULL) receives that
  *    count, for the backward.
- * first_bad (one int64, may be NULL): set to the smallest row whose target is
- * neither ignore_index nor in [0, C), or -1 when there is none (the launcher
- * initialises it). */
+ * err_rec (the error record, see fg_kernels.h; may be NULL): a row whose target
+ * is neither ignore_index nor in [0, C) is skipped as above and recorded as
+ * FG_K_ERR_CROSS_ENTROPY {row, target, C} unless the record already holds an
+ * error. */
 int64_t fg_k_cross_entropy_scratch(int64_t N);
 int fg_k_cross_entropy_fwd(const void *logits, int dtype, const void *targets, int target_dtype, int64_t N,
                            int64_t C, int64_t ignore_index, int reduction, void *out, double *scratch,
-                           int64_t *count, int64_t *first_bad, void *stream);
+                           int64_t *count, int64_t *err_rec, void *stream);
 /* gx (N, C) = s_r (softmax(logits_r) - onehot(t_r)) on counted rows, 0 on the
  * others, with s_r = gy[r] (gy_per_row) or gy[0], times 1/count[0] when count
  * is non-NULL (a mean; 0 when count[0] == 0). gy has the logits dtype. */

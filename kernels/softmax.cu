@@ -290,12 +290,26 @@ __global__ void __launch_bounds__(BLOCK ? 1024 : 256, BLOCK ? 1 : sizeof(T) == 8
 // ---- cross-entropy ----
 __device__ __forceinline__ bool counted(int64_t t, int64_t ignore, int64_t C) { return t != ignore && t >= 0 && t < C; }
 
+// Claims the error record (fg_kernels.h) for the first bad target seen; only the
+// winner of the atomicCAS on the code writes the details.
+__device__ __forceinline__ void record_error(int64_t *rec, int64_t code, int64_t pos, int64_t value, int64_t limit)
+{
+    unsigned long long *c = reinterpret_cast<unsigned long long *>(rec);
+    if (atomicCAS(c, 0ull, static_cast<unsigned long long>(code)) == 0ull) {
+        rec[1] = pos;
+        rec[2] = value;
+        rec[3] = limit;
+    }
+}
+
 // Per-row loss (m - x_t) + log(sum): into out_rows (NONE) or row_loss (SUM/MEAN).
+// A target neither ignore nor in [0, C) is skipped like an ignored one and
+// recorded in err_rec (when non-null).
 template <class T, int V, bool BLOCK>
 __global__ void __launch_bounds__(BLOCK ? 1024 : 256, BLOCK ? 1 : sizeof(T) == 8 ? 2 : 4)
     ce_fwd_kernel(const T *__restrict__ logits, const void *__restrict__ tgt, int tdt, int64_t N, int64_t C,
                   int64_t ignore, T *__restrict__ out_rows, double *__restrict__ row_loss,
-                  unsigned long long *first_bad, int G)
+                  int64_t *err_rec, int G)
 {
     using A = typename AccOf<T>::type;
     __shared__ MaxSum<A> sh[32];
@@ -305,8 +319,8 @@ __global__ void __launch_bounds__(BLOCK ? 1024 : 256, BLOCK ? 1 : sizeof(T) == 8
         const bool ok = r < N;
         const int64_t t = ok ? load_index(tgt, tdt, r) : ignore;
         const bool valid = ok && counted(t, ignore, C);
-        if (first_bad && ok && !valid && t != ignore && g.lane == 0)
-            atomicMin(first_bad, static_cast<unsigned long long>(r));
+        if (err_rec && ok && !valid && t != ignore && g.lane == 0)
+            record_error(err_rec, FG_K_ERR_CROSS_ENTROPY, r, t, C);
         const T *xr = logits + (ok ? r * C : 0);
         const MaxSum<A> st = row_max_sum<V>(xr, valid ? C : 0, 1, g, G, sh);
         if (ok && g.lane == 0) {
@@ -497,18 +511,14 @@ int softmax_bwd_t(const void *y, const void *gy, void *gx, int64_t outer, int64_
 
 template <class T>
 int ce_fwd_t(const void *logits, const void *tgt, int tdt, int64_t N, int64_t C, int64_t ignore, int reduction,
-             void *out, double *scratch, int64_t *count, int64_t *first_bad, cudaStream_t s)
+             void *out, double *scratch, int64_t *count, int64_t *err_rec, cudaStream_t s)
 {
-    if (first_bad) {
-        const cudaError_t e = cudaMemsetAsync(first_bad, 0xff, sizeof *first_bad, s); // -1: none
-        if (e != cudaSuccess) return static_cast<int>(e);
-    }
     if (N > 0) {
         const bool vec = aligned16(logits);
         const Plan p = plan_rows(N, row_chunks<T>(C, vec), 1);
         T *rows_out = reduction == FG_K_CE_NONE ? static_cast<T *>(out) : nullptr;
         FG_LAUNCH_ROWS(ce_fwd_kernel, T, vec, p, s, static_cast<const T *>(logits), tgt, tdt, N, C, ignore, rows_out,
-                       scratch, reinterpret_cast<unsigned long long *>(first_bad), p.G);
+                       scratch, err_rec, p.G);
         const cudaError_t e = cudaGetLastError();
         if (e != cudaSuccess) return static_cast<int>(e);
     }
@@ -568,13 +578,13 @@ extern "C" int64_t fg_k_cross_entropy_scratch(int64_t N) { return (N > 0 ? N : 0
 
 extern "C" int fg_k_cross_entropy_fwd(const void *logits, int dtype, const void *targets, int target_dtype, int64_t N,
                                       int64_t C, int64_t ignore_index, int reduction, void *out, double *scratch,
-                                      int64_t *count, int64_t *first_bad, void *stream)
+                                      int64_t *count, int64_t *err_rec, void *stream)
 {
     if (target_dtype != 4 && target_dtype != 5) return static_cast<int>(cudaErrorInvalidValue);
     if (reduction != FG_K_CE_NONE && !scratch) return static_cast<int>(cudaErrorInvalidValue);
-    if (reduction == FG_K_CE_NONE && N <= 0 && !first_bad) return 0;
+    if (reduction == FG_K_CE_NONE && N <= 0) return 0;
     FG_DISPATCH_FLOAT(dtype, ce_fwd_t, logits, targets, target_dtype, N, C, ignore_index, reduction, out, scratch,
-                      count, first_bad, static_cast<cudaStream_t>(stream))
+                      count, err_rec, static_cast<cudaStream_t>(stream))
 }
 
 extern "C" int fg_k_cross_entropy_bwd(const void *logits, int dtype, const void *targets, int target_dtype, int64_t N,

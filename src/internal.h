@@ -213,6 +213,19 @@ void fg__cuda_free(void *p, size_t nbytes);
 void *fg__cuda_stream(void);
 /* Maps a launcher's return code (cudaError_t as int) to a status + message. */
 fg_status fg__cuda_check(const char *op, int err);
+/* The device-side sticky error record of the training-path index ops
+ * (embedding, cross_entropy): 4 int64 {code, position, value, limit}, code
+ * FG_K_ERR_* (kernels/fg_kernels.h), 0 = no error. Kernels record the first bad
+ * index there instead of the op syncing to check; the host reads it back at
+ * the next point that synchronises anyway (fg_cuda_synchronize, any device->host
+ * copy).
+ * fg__cuda_error_record: the device pointer, allocated and zeroed on first use
+ * (never freed before fg_cuda_shutdown); NULL on failure, with the error set.
+ * fg__cuda_check_error_record: reads the record (a sync); when it holds an
+ * error, resets it and returns FG_ERR_INDEX with a message naming the op, the
+ * position and the value. FG_OK when the record was never allocated. */
+void *fg__cuda_error_record(void);
+fg_status fg__cuda_check_error_record(void);
 /* FG_CUDA_CALL(op, launcher(...)): the launcher only exists in CUDA builds, so
  * CPU-only builds compile the call away (a device tensor cannot exist there). */
 #ifdef FG_HAVE_CUDA

@@ -341,16 +341,65 @@ START_TEST(test_embedding_forward)
                 fg_tensor *i0 = fg_full(0, NULL, 36, index_dtypes[it], FG_CPU);
                 ck_bits(fg_embedding(wd, dev(i0)), fg_embedding(w, i0), "embedding 0-d index");
             }
-    /* Out of range on the device: an index error naming the position. */
-    fg_tensor *w = dev(rnd(gen, FG_SHAPE(4, 3), FG_F32));
+    /* Out of range on the device: no host sync in the op. The output row is zeros,
+     * and the next synchronising call reports FG_ERR_INDEX naming the position
+     * and the value, once (the record resets). */
+    fg_tensor *wc = rnd(gen, FG_SHAPE(4, 3), FG_F32), *w = dev(wc);
+    float wv[12], ov[12];
+    ck_assert_int_eq(fg_copy_to_host(wc, wv, sizeof wv), FG_OK);
     int64_t bad[] = {0, 3, 4, 1};
+    fg_tensor *bi = dev(fg_from_data(bad, FG_SHAPE(4), FG_I64, FG_CPU));
     fg_clear_error();
-    ck_assert_ptr_null(fg_embedding(w, dev(fg_from_data(bad, FG_SHAPE(4), FG_I64, FG_CPU))));
-    ck_err(FG_ERR_INDEX, "index 4", "position 2");
+    fg_tensor *o = fg_embedding(w, bi);
+    ck_assert_msg(o != NULL, "%s", fg_last_error());
+    ck_assert_int_eq(fg_cuda_synchronize(), FG_ERR_INDEX);
+    ck_err(FG_ERR_INDEX, "embedding: index 4", "position 2");
+    ck_assert_int_eq(fg_cuda_synchronize(), FG_OK);
+    ck_assert_int_eq(fg_copy_to_host(o, ov, sizeof ov), FG_OK);
+    for (int k = 0; k < 4; k++)
+        for (int j = 0; j < 3; j++)
+            ck_assert(ov[k * 3 + j] == (k == 2 ? 0.0f : wv[bad[k] * 3 + j]));
+    /* A copy to the host surfaces it too (here of the op's own output). */
     int32_t neg[] = {0, -1};
     fg_clear_error();
-    ck_assert_ptr_null(fg_embedding(w, dev(fg_from_data(neg, FG_SHAPE(2), FG_I32, FG_CPU))));
+    o = fg_embedding(w, dev(fg_from_data(neg, FG_SHAPE(2), FG_I32, FG_CPU)));
+    ck_assert_msg(o != NULL, "%s", fg_last_error());
+    ck_assert_int_eq(fg_copy_to_host(o, ov, 6 * sizeof *ov), FG_ERR_INDEX);
     ck_err(FG_ERR_INDEX, "index -1", "position 1");
+    ck_assert_int_eq(fg_copy_to_host(o, ov, 6 * sizeof *ov), FG_OK); /* reported once */
+    for (int j = 0; j < 3; j++) ck_assert(ov[j] == wv[j] && ov[3 + j] == 0.0f);
+    /* The strided-column table path: the same. */
+    fg_tensor *wtc = rnd(gen, FG_SHAPE(3, 4), FG_F32);
+    o = fg_embedding(fg_transpose(dev(wtc), 0, 1), bi);
+    ck_assert_msg(o != NULL, "%s", fg_last_error());
+    ck_assert_int_eq(fg_cuda_synchronize(), FG_ERR_INDEX);
+    ck_err(FG_ERR_INDEX, "index 4", "position 2");
+    ck_assert_int_eq(fg_copy_to_host(o, ov, sizeof ov), FG_OK);
+    for (int j = 0; j < 3; j++) ck_assert(ov[2 * 3 + j] == 0.0f);
+    /* The backward skips the bad row (never writes out of bounds), both modes. */
+    for (int det = 0; det < 2; det++) {
+        fg_set_deterministic(det);
+        fg_tensor *wg = dev(wc);
+        ck_assert_int_eq(fg_set_requires_grad(wg, true), FG_OK);
+        o = fg_embedding(wg, bi);
+        ck_assert_msg(o != NULL, "%s", fg_last_error());
+        ck_assert_int_eq(fg_backward_with_grad(o, fg_ones(FG_SHAPE(4, 3), FG_F32, FG_CUDA)), FG_OK);
+        ck_assert_int_eq(fg_cuda_synchronize(), FG_ERR_INDEX);
+        float gv[12];
+        ck_assert_int_eq(fg_copy_to_host(fg_grad(wg), gv, sizeof gv), FG_OK);
+        for (int r = 0; r < 4; r++)
+            for (int j = 0; j < 3; j++) ck_assert(gv[r * 3 + j] == (r == 0 || r == 1 || r == 3 ? 1.0f : 0.0f));
+        fg_set_deterministic(false);
+    }
+    /* A valid call afterwards works. */
+    int64_t good[] = {3, 0, 2};
+    fg_tensor *gi = fg_from_data(good, FG_SHAPE(3), FG_I64, FG_CPU);
+    ck_bits(fg_embedding(w, dev(gi)), fg_embedding(wc, gi), "embedding after a bad call");
+    ck_assert_int_eq(fg_cuda_synchronize(), FG_OK);
+    /* The CPU still fails at once. */
+    fg_clear_error();
+    ck_assert_ptr_null(fg_embedding(wc, fg_from_data(bad, FG_SHAPE(4), FG_I64, FG_CPU)));
+    ck_err(FG_ERR_INDEX, "index 4", "position 2");
     END;
 }
 END_TEST

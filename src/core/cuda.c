@@ -7,6 +7,7 @@
 
 #ifdef FG_HAVE_CUDA
 #include <pthread.h>
+#include <stdatomic.h>
 #include <cuda_runtime_api.h>
 
 static fg_status cuda_status(const char *what, cudaError_t e)
@@ -39,10 +40,78 @@ int fg_cuda_device_count(void)
 
 bool fg_cuda_available(void) { return fg_cuda_device_count() > 0; }
 
+/* ---- the device-side sticky error record (internal.h) ----
+ * Allocated with cudaMalloc (not the caching allocator: it lives until
+ * fg_cuda_shutdown). g_rec_used stays false in programs that never ask for it,
+ * so their sync points do not read it back. */
+static struct {
+    pthread_mutex_t mu;
+    int64_t *dev;
+} g_rec = {PTHREAD_MUTEX_INITIALIZER, NULL};
+static atomic_bool g_rec_used = false;
+
+void *fg__cuda_error_record(void)
+{
+    pthread_mutex_lock(&g_rec.mu);
+    if (!g_rec.dev) {
+        void *p = NULL;
+        cudaError_t e = cudaMalloc(&p, 4 * sizeof(int64_t));
+        if (e == cudaSuccess) {
+            e = cudaMemset(p, 0, 4 * sizeof(int64_t));
+            if (e != cudaSuccess) cudaFree(p);
+        }
+        if (e != cudaSuccess) {
+            pthread_mutex_unlock(&g_rec.mu);
+            cuda_status("cuda error record", e);
+            return NULL;
+        }
+        g_rec.dev = p;
+        atomic_store(&g_rec_used, true);
+    }
+    void *p = g_rec.dev;
+    pthread_mutex_unlock(&g_rec.mu);
+    return p;
+}
+
+fg_status fg__cuda_check_error_record(void)
+{
+    if (!atomic_load(&g_rec_used)) return FG_OK;
+    pthread_mutex_lock(&g_rec.mu);
+    int64_t r[4] = {0, 0, 0, 0};
+    cudaError_t e = g_rec.dev ? cudaMemcpy(r, g_rec.dev, sizeof r, cudaMemcpyDeviceToHost) : cudaSuccess;
+    if (e == cudaSuccess && r[0] != 0) e = cudaMemset(g_rec.dev, 0, sizeof r); /* synchronous: reset before return */
+    pthread_mutex_unlock(&g_rec.mu);
+    if (e != cudaSuccess) return cuda_status("reading the cuda error record", e);
+    static const char *tail = "(reported at the next synchronisation; the op's output used zeros there)";
+    static const char *tail_ce = "(reported at the next synchronisation; the op skipped that row like an ignored one)";
+    switch (r[0]) {
+    case 0: return FG_OK;
+    case FG_K_ERR_EMBEDDING:
+        return fg__err(FG_ERR_INDEX, "embedding: index %lld at flat position %lld is out of range for %lld rows %s",
+                       (long long)r[2], (long long)r[1], (long long)r[3], tail);
+    case FG_K_ERR_CROSS_ENTROPY:
+        return fg__err(FG_ERR_INDEX, "cross_entropy: target %lld at position %lld is out of range for %lld classes %s",
+                       (long long)r[2], (long long)r[1], (long long)r[3], tail_ce);
+    default:
+        return fg__err(FG_ERR_INDEX, "a device kernel reported error code %lld (position %lld, value %lld, limit %lld)",
+                       (long long)r[0], (long long)r[1], (long long)r[2], (long long)r[3]);
+    }
+}
+
+static void error_record_release(void)
+{
+    pthread_mutex_lock(&g_rec.mu);
+    if (g_rec.dev) cudaFree(g_rec.dev);
+    g_rec.dev = NULL;
+    atomic_store(&g_rec_used, false);
+    pthread_mutex_unlock(&g_rec.mu);
+}
+
 fg_status fg_cuda_synchronize(void)
 {
     if (!fg_cuda_available()) return fg__err(FG_ERR_DEVICE, "fg_cuda_synchronize: no CUDA device");
-    return cuda_status("fg_cuda_synchronize", cudaDeviceSynchronize());
+    fg_status st = cuda_status("fg_cuda_synchronize", cudaDeviceSynchronize());
+    return st == FG_OK ? fg__cuda_check_error_record() : st;
 }
 
 const char *fg_cuda_device_description(char *buf, size_t len)
@@ -242,7 +311,8 @@ static fg_status staged_copy(void *dst, const void *src, size_t n, bool to_devic
     pthread_mutex_lock(&g_stage.mu);
     if (n < ((size_t)1 << 20) || !stage_ready_locked()) {
         pthread_mutex_unlock(&g_stage.mu);
-        return cuda_status(what, cudaMemcpy(dst, src, n, to_device ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost));
+        fg_status s = cuda_status(what, cudaMemcpy(dst, src, n, to_device ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost));
+        return s == FG_OK && !to_device ? fg__cuda_check_error_record() : s;
     }
     cudaError_t e = cudaSuccess;
     if (to_device) {
@@ -273,7 +343,9 @@ static fg_status staged_copy(void *dst, const void *src, size_t n, bool to_devic
     }
     if (e == cudaSuccess) e = cudaStreamSynchronize(st); /* the caller may reuse src / read dst now */
     pthread_mutex_unlock(&g_stage.mu);
-    return cuda_status(what, e);
+    fg_status s = cuda_status(what, e);
+    /* The copy synchronised: surface what kernels recorded (embedding, cross_entropy). */
+    return s == FG_OK && !to_device ? fg__cuda_check_error_record() : s;
 }
 
 static void stage_release(void)
@@ -296,6 +368,7 @@ void fg_cuda_shutdown(void)
     cudaDeviceSynchronize();
     fg__cublas_shutdown();
     stage_release();
+    error_record_release();
     fg_cuda_empty_cache();
 }
 
@@ -350,6 +423,12 @@ void fg_cuda_shutdown(void) {}
 void fg_cuda_reset_peak(void) {}
 void *fg__cuda_stream(void) { return NULL; }
 fg_status fg__cuda_check(const char *op, int err) { return no_cuda(op); }
+void *fg__cuda_error_record(void)
+{
+    no_cuda("cuda error record");
+    return NULL;
+}
+fg_status fg__cuda_check_error_record(void) { return FG_OK; }
 fg_status fg__cuda_memcpy_h2d(void *d, const void *s, size_t n) { return no_cuda("copy host->device"); }
 fg_status fg__cuda_memcpy_d2h(void *d, const void *s, size_t n) { return no_cuda("copy device->host"); }
 fg_status fg__cuda_memcpy_d2d(void *d, const void *s, size_t n) { return no_cuda("copy device->device"); }

@@ -12,47 +12,27 @@ bool fg_deterministic(void) { return atomic_load(&g_deterministic); }
 
 /* ---- CUDA paths (only in CUDA builds: a device tensor cannot exist in others) ---- */
 
-/* First flat position of the contiguous device indices outside [0, V) (-1 when
- * none) and its value; waits for the device. */
-static fg_status cuda_first_out_of_range(const fg_tensor *ic, int64_t V, int64_t *pos, int64_t *bad)
-{
-#ifndef FG_HAVE_CUDA
-    return FG_CUDA_CALL("embedding", 0);
-#else
-    int64_t res[2] = {-1, 0};
-    void *d = NULL;
-    fg_status st = fg__cuda_malloc(&d, 2 * sizeof(int64_t));
-    if (st == FG_OK) st = FG_CUDA_CALL("embedding", fg_k_index_check(fg__kt(ic), V, d, res, fg__cuda_stream()));
-    if (d) fg__cuda_free(d, 2 * sizeof(int64_t));
-    *pos = res[0];
-    *bad = res[1];
-    return st;
-#endif
-}
-
-/* out (n, D) contiguous = weight rows at the n contiguous indices ic. */
+/* out (n, D) contiguous = weight rows at the n contiguous indices ic. No host
+ * sync: an index outside [0, V) gives a zero row and is recorded in the device
+ * error record, reported as FG_ERR_INDEX at the next synchronising call
+ * (fg__cuda_check_error_record). */
 static fg_status cuda_embedding(fg_tensor *out, const fg_tensor *weight, const fg_tensor *ic)
 {
 #ifndef FG_HAVE_CUDA
     return FG_CUDA_CALL("embedding", 0);
 #else
-    int64_t n = ic->numel, D = weight->shape[1];
+    int64_t n = ic->numel, V = weight->shape[0], D = weight->shape[1];
+    int64_t *rec = fg__cuda_error_record();
+    if (!rec) return fg_last_status();
+    int es = (int)fg_dtype_size(weight->dtype);
     if (weight->stride[1] == 1 || D == 1) /* whole rows: vectorised copies */
-        return FG_CUDA_CALL("embedding", fg_k_gather_rows(fg__data(out), fg__data(weight),
-                                                          (int)fg_dtype_size(weight->dtype), 1, n, D, 0,
-                                                          weight->stride[0], fg__data(ic), (int)ic->dtype, 1,
+        return FG_CUDA_CALL("embedding", fg_k_gather_rows(fg__data(out), fg__data(weight), es, 1, n, D, 0,
+                                                          weight->stride[0], fg__data(ic), (int)ic->dtype, 1, V, rec,
                                                           fg__cuda_stream()));
-    /* Strided columns: an element gather with the indices read as (n, D), stride (1, 0). */
-    fg_k_tensor o = fg__kt(out), w = fg__kt(weight), ix = fg__kt(ic);
-    o.ndim = ix.ndim = 2;
-    o.shape[0] = ix.shape[0] = n;
-    o.shape[1] = ix.shape[1] = D;
-    o.stride[0] = D;
-    o.stride[1] = 1;
-    ix.stride[0] = 1;
-    ix.stride[1] = 0;
-    o.numel = ix.numel = n * D;
-    return FG_CUDA_CALL("embedding", fg_k_gather(o, w, 0, ix, fg__cuda_stream()));
+    /* Strided columns: one element per thread. */
+    return FG_CUDA_CALL("embedding", fg_k_embedding_fwd_strided(fg__data(out), fg__data(weight), es, n, D,
+                                                                weight->stride[0], weight->stride[1], fg__data(ic),
+                                                                (int)ic->dtype, V, rec, fg__cuda_stream()));
 #endif
 }
 
@@ -120,17 +100,14 @@ fg_tensor *fg_embedding(fg_tensor *weight, fg_tensor *indices)
     int64_t V = weight->shape[0];
     fg_tensor *ic = fg__contig(indices);
     if (!ic) return NULL;
-    int64_t bad = -1, value = 0;
-    if (ic->device == FG_CUDA) {
-        if (cuda_first_out_of_range(ic, V, &bad, &value) != FG_OK) {
-            fg__unref(ic);
-            return NULL;
-        }
-    } else {
-        bad = fg_cpu_first_out_of_range(ic, V, false, 0, NULL);
-        if (bad >= 0) value = fg__ld_index(fg__data(ic), ic->dtype, bad);
-    }
+    /* Out-of-range indices. On the CPU: FG_ERR_INDEX now. On CUDA, checking here
+     * would cost a host sync per call, so the kernel does it: a bad index gives
+     * a zero output row (the backward skips it) and is recorded on the device;
+     * the next synchronising call (fg_cuda_synchronize, or any copy to the host)
+     * fails with FG_ERR_INDEX naming the op, the flat position and the value. */
+    int64_t bad = ic->device == FG_CUDA ? -1 : fg_cpu_first_out_of_range(ic, V, false, 0, NULL);
     if (bad >= 0) {
+        int64_t value = fg__ld_index(fg__data(ic), ic->dtype, bad);
         fg__err(FG_ERR_INDEX, "%s: index %lld at flat position %lld of indices %s is out of range for weight %s "
                               "(%lld rows)", op, (long long)value, (long long)bad,
                 fg_shape_str(indices, bi, sizeof bi), fg_shape_str(weight, bw, sizeof bw), (long long)V);

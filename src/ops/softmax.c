@@ -126,20 +126,6 @@ static fg_status cross_entropy_backward(fg_node *n, fg_tensor *const *go, fg_ten
     return st;
 }
 
-/* Out-of-range targets on CUDA. Finding them means reading device memory back,
- * a host sync per call, so by default the op does not look: the kernels skip
- * such rows exactly like ignored ones (loss 0, not counted in a mean, zero
- * gradient) and never read out of bounds. With FG_CUDA_CHECK_INDEX set to a
- * value other than 0 in the environment (a debug mode), the forward kernel
- * also records the first bad row, the op copies that one int64 back (a sync)
- * and fails with FG_ERR_INDEX and the CPU's message. Valid input gives the
- * CPU's results either way. */
-static bool cuda_check_index(void)
-{
-    const char *e = getenv("FG_CUDA_CHECK_INDEX");
-    return e && *e && strcmp(e, "0") != 0;
-}
-
 static void bad_target_error(const char *op, const fg_tensor *logits, int64_t target, int64_t pos,
                              int64_t ignore_index)
 {
@@ -149,14 +135,21 @@ static void bad_target_error(const char *op, const fg_tensor *logits, int64_t ta
             fg_shape_str(logits, bl, sizeof bl), (long long)ignore_index);
 }
 
-/* The CUDA forward: out as on the CPU; *count_out (mean only) the device count
+/* Out-of-range targets on CUDA. Finding them in the op would mean reading
+ * device memory back, a host sync per call, so the forward kernel does it: such
+ * a row is skipped exactly like an ignored one (loss 0, not counted in a mean,
+ * zero gradient; never read out of bounds) and recorded in the device error
+ * record. The next synchronising call (fg_cuda_synchronize, or any copy to the
+ * host) then fails with FG_ERR_INDEX naming the op, the position and the target
+ * (fg__cuda_check_error_record). Valid input gives the CPU's results.
+ *
+ * The CUDA forward: out as on the CPU; *count_out (mean only) the device count
  * of counted rows, for the backward. NULL on error. */
 static fg_tensor *cross_entropy_cuda(const char *op, fg_tensor *lc, fg_tensor *tc, int64_t ignore_index,
                                      fg_reduction reduction, fg_tensor **count_out)
 {
     int64_t N = lc->shape[0], C = lc->shape[1];
     (void)C; /* FG_CUDA_CALL drops the call in CPU-only builds */
-    bool checked = cuda_check_index();
     int mode = reduction == FG_REDUCE_NONE ? FG_K_CE_NONE : reduction == FG_REDUCE_SUM ? FG_K_CE_SUM : FG_K_CE_MEAN;
     fg_tensor *out = fg__new(op, reduction == FG_REDUCE_NONE ? 1 : 0, &N, lc->dtype, lc->device);
 #ifdef FG_HAVE_CUDA
@@ -166,31 +159,16 @@ static fg_tensor *cross_entropy_cuda(const char *op, fg_tensor *lc, fg_tensor *t
 #endif
     fg_tensor *rows = out && nscratch ? fg__new(op, 1, &nscratch, FG_F64, lc->device) : NULL;
     fg_tensor *count = out && mode == FG_K_CE_MEAN ? fg__new(op, 0, NULL, FG_I64, lc->device) : NULL;
-    fg_tensor *bad = out && checked ? fg__new(op, 0, NULL, FG_I64, lc->device) : NULL;
-    fg_status st = !out || (mode != FG_K_CE_NONE && !rows) || (mode == FG_K_CE_MEAN && !count) || (checked && !bad)
+    int64_t *rec = out ? fg__cuda_error_record() : NULL;
+    fg_status st = !out || (mode != FG_K_CE_NONE && !rows) || (mode == FG_K_CE_MEAN && !count) || !rec
                        ? fg_last_status()
                        : FG_OK;
     if (st == FG_OK)
         st = FG_CUDA_CALL(op, fg_k_cross_entropy_fwd(fg__data(lc), (int)lc->dtype, fg__data(tc), (int)tc->dtype, N, C,
                                                      ignore_index, mode, fg__data(out),
                                                      rows ? fg__data(rows) : NULL, count ? fg__data(count) : NULL,
-                                                     bad ? fg__data(bad) : NULL, fg__cuda_stream()));
-    if (st == FG_OK && bad) {
-        int64_t pos = -1, target = 0;
-        st = fg__cuda_memcpy_d2h(&pos, fg__data(bad), sizeof pos);
-        if (st == FG_OK && pos >= 0) {
-            size_t isz = fg_dtype_size(tc->dtype);
-            char raw[8] = {0};
-            st = fg__cuda_memcpy_d2h(raw, (const char *)fg__data(tc) + (size_t)pos * isz, isz);
-            if (st == FG_OK) {
-                target = fg__ld_index(raw, tc->dtype, 0);
-                bad_target_error(op, lc, target, pos, ignore_index);
-                st = FG_ERR_INDEX;
-            }
-        }
-    }
+                                                     rec, fg__cuda_stream()));
     fg_free(rows);
-    fg_free(bad);
     if (st != FG_OK) {
         fg_free(count);
         fg_free(out);
