@@ -13,8 +13,12 @@
 #include <stdint.h>
 #include <type_traits>
 #include "fg_kernels.h"
+#include "k_common.cuh"
 
 namespace {
+
+using fgk::TypeTag;
+using fgk::dispatch_dtype;
 
 // Op codes: must match fg_binary_op / fg_unary_op in src/cpu/cpu.h.
 enum { B_ADD, B_SUB, B_MUL, B_DIV, B_POW, B_GT, B_EQ, B_COUNT };
@@ -54,22 +58,6 @@ template <> __device__ __forceinline__ int32_t from_c<int32_t>(int64_t v)
     return v > INT32_MAX ? INT32_MAX : v < INT32_MIN ? INT32_MIN : static_cast<int32_t>(v);
 }
 template <> __device__ __forceinline__ int64_t from_c<int64_t>(int64_t v) { return v; }
-
-template <typename T> struct TypeTag { using type = T; };
-
-// fg_dtype order: f32, f64, bf16, f16, i32, i64.
-template <typename F> int dispatch_dtype(int dt, F &&f)
-{
-    switch (dt) {
-    case 0: return f(TypeTag<float>{});
-    case 1: return f(TypeTag<double>{});
-    case 2: return f(TypeTag<bf16>{});
-    case 3: return f(TypeTag<f16>{});
-    case 4: return f(TypeTag<int32_t>{});
-    case 5: return f(TypeTag<int64_t>{});
-    default: return static_cast<int>(cudaErrorInvalidValue);
-    }
-}
 
 // Runtime op code -> compile-time constant.
 template <int N, typename F> int dispatch_op(int op, F &&f)

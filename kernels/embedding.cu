@@ -7,25 +7,11 @@
 #include <cub/device/device_radix_sort.cuh>
 #include <stdint.h>
 #include "fg_kernels.h"
+#include "k_common.cuh"
 
 namespace {
 
-enum { DT_F32 = 0, DT_F64 = 1, DT_BF16 = 2, DT_F16 = 3, DT_I32 = 4, DT_I64 = 5 };
-
-__device__ __forceinline__ int64_t ld_index(const void *p, int dt, int64_t i)
-{
-    return dt == DT_I32 ? static_cast<const int32_t *>(p)[i] : static_cast<const int64_t *>(p)[i];
-}
-
-__device__ __forceinline__ double ld_f(const void *p, int dt, int64_t i)
-{
-    switch (dt) {
-    case DT_F32: return static_cast<const float *>(p)[i];
-    case DT_F64: return static_cast<const double *>(p)[i];
-    case DT_BF16: return __bfloat162float(static_cast<const __nv_bfloat16 *>(p)[i]);
-    default: return __half2float(static_cast<const __half *>(p)[i]);
-    }
-}
+using namespace fgk; // dtype codes, ld_index, ld_d
 
 // double -> float dtype as the CPU's fg__st (through float for bf16/f16).
 __device__ __forceinline__ void st_f(void *p, int dt, int64_t i, double v)
@@ -133,7 +119,7 @@ __global__ void emb_bwd_atomic_kernel(A *acc, const void *gy, int dt, const void
         int64_t k = f / D, j = f - k * D;
         int64_t r = ld_index(index, idt, k);
         if (r < 0 || r >= V) continue;
-        atomicAdd(acc + r * D + j, static_cast<A>(ld_f(gy, dt, f)));
+        atomicAdd(acc + r * D + j, static_cast<A>(ld_d(gy, dt, f)));
     }
 }
 
@@ -170,7 +156,7 @@ __global__ void emb_bwd_sorted_kernel(void *gw, int dt, const void *gy, const un
         for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < D;
              j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
             double acc = 0.0;
-            for (int64_t q = m; q < n && keys[q] == r; q++) acc += ld_f(gy, dt, vals[q] * D + j);
+            for (int64_t q = m; q < n && keys[q] == r; q++) acc += ld_d(gy, dt, vals[q] * D + j);
             st_f(gw, dt, static_cast<int64_t>(r) * D + j, acc);
         }
     }

@@ -9,30 +9,14 @@
 #include <cub/device/device_segmented_sort.cuh>
 #include <stdint.h>
 #include "fg_kernels.h"
+#include "k_common.cuh"
 
 namespace {
 
-enum { DT_F32 = 0, DT_F64 = 1, DT_BF16 = 2, DT_F16 = 3, DT_I32 = 4, DT_I64 = 5 };
+using namespace fgk; // dtype codes, ld_index, ld_d
+
 
 __host__ __device__ __forceinline__ int dtype_size(int dt) { return dt == DT_F64 || dt == DT_I64 ? 8 : dt == DT_F32 || dt == DT_I32 ? 4 : 2; }
-
-__device__ __forceinline__ int64_t ld_index(const void *p, int dt, int64_t i)
-{
-    return dt == DT_I32 ? static_cast<const int32_t *>(p)[i] : static_cast<const int64_t *>(p)[i];
-}
-
-// The CPU's fg__ld: any dtype as double.
-__device__ __forceinline__ double ld_d(const void *p, int dt, int64_t i)
-{
-    switch (dt) {
-    case DT_F32: return static_cast<const float *>(p)[i];
-    case DT_F64: return static_cast<const double *>(p)[i];
-    case DT_BF16: return __bfloat162float(static_cast<const __nv_bfloat16 *>(p)[i]);
-    case DT_F16: return __half2float(static_cast<const __half *>(p)[i]);
-    case DT_I32: return static_cast<const int32_t *>(p)[i];
-    default: return static_cast<double>(static_cast<const int64_t *>(p)[i]);
-    }
-}
 
 // The CPU's fg__st: rounds once (through float for bf16/f16), saturates integers (NaN -> 0).
 __device__ __forceinline__ void st_d(void *p, int dt, int64_t i, double v)

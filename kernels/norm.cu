@@ -21,8 +21,15 @@
 #include <math.h>
 #include <stdint.h>
 #include "fg_kernels.h"
+#include "k_common.cuh"
 
 namespace {
+
+using fgk::aligned16;
+using fgk::Plan;
+using fgk::plan_rows;
+using fgk::pow2_at_least;
+using fgk::sm_count;
 
 // ---- element access (dtype codes follow fg_dtype: f32, f64, bf16, f16, i32, i64) ----
 template <class T> struct AccOf { using type = float; };
@@ -294,60 +301,6 @@ __global__ void __launch_bounds__(256)
         if (gw) put(gw[j], sw);
         if (gb) put(gb[j], sb);
     }
-}
-
-// ---- launch planning ----
-int sm_count()
-{
-    static const int n = [] {
-        int dev = 0, v = 0;
-        if (cudaGetDevice(&dev) != cudaSuccess ||
-            cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
-            cudaGetLastError();
-            v = 0;
-        }
-        return v > 0 ? v : 132;
-    }();
-    return n;
-}
-
-int pow2_at_least(int64_t v)
-{
-    int p = 1;
-    while (p < v && p < 1024) p <<= 1;
-    return p;
-}
-
-bool aligned16(const void *p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
-
-// Rows of `chunks` loads each (elements `inner` apart; here always 1): a
-// group of about chunks/4 lanes for rows of up to 512 chunks, else a block
-// of about chunks/8 threads per row.
-struct Plan {
-    bool block;
-    int G, threads;
-    unsigned grid;
-};
-Plan plan_rows(int64_t rows, int64_t chunks, int64_t inner)
-{
-    Plan p;
-    const int64_t cap = static_cast<int64_t>(sm_count()) * 16; // enough blocks to fill the GPU; the loop does the rest
-    if (chunks > 512 && !(inner >= 32 && chunks <= 4096)) {
-        p.block = true;
-        p.G = 32;
-        p.threads = pow2_at_least((chunks + 7) / 8);
-        p.threads = p.threads < 128 ? 128 : p.threads > 1024 ? 1024 : p.threads;
-        p.grid = static_cast<unsigned>(rows < cap ? rows : cap);
-        return p;
-    }
-    p.block = false;
-    p.G = 1;
-    if (inner < 32)
-        while (p.G < 32 && p.G * 2 * 4 <= chunks) p.G *= 2;
-    p.threads = 256;
-    const int64_t per_block = 256 / p.G, blocks = (rows + per_block - 1) / per_block;
-    p.grid = static_cast<unsigned>(blocks < cap ? (blocks > 0 ? blocks : 1) : cap);
-    return p;
 }
 
 // KERNEL<T, V, BLOCK> with V = 16 / sizeof(T) (16-byte chunks) when vec, else 1.

@@ -16,11 +16,11 @@
 #include <curand_philox4x32_x.h>
 #include <stdint.h>
 #include "fg_kernels.h"
+#include "k_common.cuh"
 
 namespace {
 
-// fg_dtype codes.
-enum { DT_F32 = 0, DT_F64 = 1, DT_BF16 = 2, DT_F16 = 3, DT_I32 = 4, DT_I64 = 5 };
+using namespace fgk; // dtype codes
 
 // Words 0..3 of philox(block `blk`, key `seed`): the CPU's philox_block.
 __device__ __forceinline__ uint4 philox_block(uint64_t seed, uint64_t blk)

@@ -37,8 +37,12 @@
 #include <stdint.h>
 #include <type_traits>
 #include "fg_kernels.h"
+#include "k_common.cuh"
 
 namespace {
+
+using fgk::TypeTag;
+using fgk::dispatch_dtype;
 
 using bf16 = __nv_bfloat16;
 using f16 = __half;
@@ -47,21 +51,6 @@ using i64 = long long; // the shuffle intrinsics' 64-bit integer type
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr unsigned kFull = 0xffffffffu;
-
-template <typename T> struct TypeTag { using type = T; };
-// fg_dtype order: f32, f64, bf16, f16, i32, i64.
-template <typename F> int dispatch_dtype(int dt, F &&f)
-{
-    switch (dt) {
-    case 0: return f(TypeTag<float>{});
-    case 1: return f(TypeTag<double>{});
-    case 2: return f(TypeTag<bf16>{});
-    case 3: return f(TypeTag<f16>{});
-    case 4: return f(TypeTag<int32_t>{});
-    case 5: return f(TypeTag<int64_t>{});
-    default: return static_cast<int>(cudaErrorInvalidValue);
-    }
-}
 
 int invalid() { return static_cast<int>(cudaErrorInvalidValue); }
 
