@@ -50,6 +50,39 @@ __device__ __forceinline__ double ld_d(const void *p, int dt, int64_t i)
     }
 }
 
+// ---- warp and block reductions (fixed order: deterministic) ----
+__device__ __forceinline__ float shfl(float v, int o) { return __shfl_xor_sync(0xffffffffu, v, o); }
+__device__ __forceinline__ double shfl(double v, int o) { return __shfl_xor_sync(0xffffffffu, v, o); }
+__device__ __forceinline__ long long shfl(long long v, int o) { return __shfl_xor_sync(0xffffffffu, v, o); }
+
+// Over aligned groups of `width` lanes (a power of two <= 32); all 32 lanes must
+// call. Values of other types need a shfl overload found by argument lookup.
+template <class V, class Op> __device__ __forceinline__ V warp_reduce(V v, int width, Op op)
+{
+    for (int o = width >> 1; o > 0; o >>= 1) v = op(v, shfl(v, o));
+    return v;
+}
+// Over the whole block (blockDim.x a multiple of 32); sh holds 32 values; id is
+// the identity of op. Every thread gets the result, in a fixed order.
+template <class V, class Op> __device__ __forceinline__ V block_reduce(V v, V *sh, Op op, V id)
+{
+    v = warp_reduce(v, 32, op);
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    __syncthreads(); // sh may still be read by an earlier reduction
+    if (lane == 0) sh[w] = v;
+    __syncthreads();
+    return warp_reduce(lane < nw ? sh[lane] : id, 32, op);
+}
+
+// A row handled by a group of G lanes (BLOCK false) or by the whole block.
+template <bool BLOCK, class V, class Op> __device__ __forceinline__ V reduce(V v, int G, V *sh, Op op, V id)
+{
+    if constexpr (BLOCK)
+        return block_reduce(v, sh, op, id);
+    else
+        return warp_reduce(v, G, op);
+}
+
 // ---- launch planning (host) ----
 inline int sm_count()
 {
