@@ -216,9 +216,28 @@ template <int OP, typename C> __device__ __forceinline__ C unary_deriv(C v, C s)
 template <int OP, typename T> struct BinaryF {
     __device__ __forceinline__ T operator()(T a, T b) const { return from_c<T>(binary_value<OP>(to_c(a), to_c(b))); }
 };
+// bf16/f16 results keep 8/11 bits, so for them the sigmoid family uses the
+// hardware exp2 and a one-formula sigmoid (about 2^-21 relative, far below the
+// storage rounding): no divergent branch and no IEEE division, which made bf16
+// gelu arithmetic-bound. f32/f64 keep the accurate formulas above.
+__device__ __forceinline__ float fast_sigmoid(float v) { return __frcp_rn(1.0f + __expf(-v)); }
+template <int OP, typename T> constexpr bool fast_lowp =
+    (std::is_same<T, bf16>::value || std::is_same<T, f16>::value) &&
+    (OP == U_SIGMOID || OP == U_SILU || OP == U_GELU_TANH);
+
 template <int OP, typename T> struct UnaryF {
     C_t<T> s;
-    __device__ __forceinline__ T operator()(T a) const { return from_c<T>(unary_value<OP>(to_c(a), s)); }
+    __device__ __forceinline__ T operator()(T a) const
+    {
+        if constexpr (fast_lowp<OP, T>) {
+            const float x = to_c(a);
+            if constexpr (OP == U_SIGMOID) return from_c<T>(fast_sigmoid(x));
+            else if constexpr (OP == U_SILU) return from_c<T>(x * fast_sigmoid(x));
+            else return from_c<T>(x * fast_sigmoid(2.0f * kSqrt2OverPi<float> * fmaf(0.044715f * x * x, x, x)));
+        } else {
+            return from_c<T>(unary_value<OP>(to_c(a), s));
+        }
+    }
 };
 template <int OP, typename T> struct GradF {
     C_t<T> s;
