@@ -50,6 +50,57 @@ __device__ __forceinline__ double ld_d(const void *p, int dt, int64_t i)
     }
 }
 
+// ---- element access for the row kernels ----
+// Accumulator type: float for f32/bf16/f16 storage, double for f64.
+template <class T> struct AccOf { using type = float; };
+template <> struct AccOf<double> { using type = double; };
+
+__device__ __forceinline__ float to_acc(float v) { return v; }
+__device__ __forceinline__ double to_acc(double v) { return v; }
+__device__ __forceinline__ float to_acc(bf16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float to_acc(f16 v) { return __half2float(v); }
+
+// Round once to the storage type (from double: through float for bf16/f16, like fg__st).
+__device__ __forceinline__ void put(float &d, float v) { d = v; }
+__device__ __forceinline__ void put(bf16 &d, float v) { d = __float2bfloat16_rn(v); }
+__device__ __forceinline__ void put(f16 &d, float v) { d = __float2half_rn(v); }
+__device__ __forceinline__ void put(double &d, double v) { d = v; }
+__device__ __forceinline__ void put(float &d, double v) { d = static_cast<float>(v); }
+__device__ __forceinline__ void put(bf16 &d, double v) { d = __float2bfloat16_rn(static_cast<float>(v)); }
+__device__ __forceinline__ void put(f16 &d, double v) { d = __float2half_rn(static_cast<float>(v)); }
+
+template <class T, int V> struct __align__(sizeof(T) * V) Chunk { T v[V]; };
+
+// Elements [j, j + W) of a row: W > 1 only where p + j is 16-byte aligned and
+// the row contiguous (step 1); W == 1 reads the single element p[j step].
+template <int W, class T, class A>
+__device__ __forceinline__ void ldw(const T *__restrict__ p, int64_t j, int64_t step, A (&out)[W])
+{
+    if constexpr (W == 1) {
+        out[0] = to_acc(p[j * step]);
+    } else {
+        const Chunk<T, W> ch = *reinterpret_cast<const Chunk<T, W> *>(p + j);
+#pragma unroll
+        for (int k = 0; k < W; k++) out[k] = to_acc(ch.v[k]);
+    }
+}
+template <int W, class T, class A>
+__device__ __forceinline__ void stw(T *__restrict__ p, int64_t j, int64_t step, const A (&in)[W])
+{
+    if constexpr (W == 1) {
+        put(p[j * step], in[0]);
+    } else {
+        Chunk<T, W> ch;
+#pragma unroll
+        for (int k = 0; k < W; k++) put(ch.v[k], in[k]);
+        *reinterpret_cast<Chunk<T, W> *>(p + j) = ch;
+    }
+}
+
+struct Add {
+    template <class V> __device__ __forceinline__ V operator()(V a, V b) const { return a + b; }
+};
+
 // ---- warp and block reductions (fixed order: deterministic) ----
 __device__ __forceinline__ float shfl(float v, int o) { return __shfl_xor_sync(0xffffffffu, v, o); }
 __device__ __forceinline__ double shfl(double v, int o) { return __shfl_xor_sync(0xffffffffu, v, o); }

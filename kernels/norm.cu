@@ -26,6 +26,12 @@
 namespace {
 
 using fgk::aligned16;
+using fgk::AccOf;
+using fgk::Add;
+using fgk::ldw;
+using fgk::put;
+using fgk::stw;
+using fgk::to_acc;
 using fgk::block_reduce;
 using fgk::reduce;
 using fgk::shfl;
@@ -35,54 +41,8 @@ using fgk::plan_rows;
 using fgk::pow2_at_least;
 using fgk::sm_count;
 
-// ---- element access (dtype codes follow fg_dtype: f32, f64, bf16, f16, i32, i64) ----
-template <class T> struct AccOf { using type = float; };
-template <> struct AccOf<double> { using type = double; };
-
-__device__ __forceinline__ float to_acc(float v) { return v; }
-__device__ __forceinline__ double to_acc(double v) { return v; }
-__device__ __forceinline__ float to_acc(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ float to_acc(__half v) { return __half2float(v); }
-
-// Round once to the storage type.
-__device__ __forceinline__ void put(float &d, float v) { d = v; }
-__device__ __forceinline__ void put(__nv_bfloat16 &d, float v) { d = __float2bfloat16_rn(v); }
-__device__ __forceinline__ void put(__half &d, float v) { d = __float2half_rn(v); }
-__device__ __forceinline__ void put(double &d, double v) { d = v; }
-
-template <class T, int V> struct __align__(sizeof(T) * V) Chunk { T v[V]; };
-
-// Chunk c of a row: V contiguous elements at p + c V (V > 1: the row is
-// contiguous and 16-byte aligned), or the single element p[c step].
-template <int V, class T, class A>
-__device__ __forceinline__ void load(const T *__restrict__ p, int64_t c, int64_t step, A (&out)[V])
-{
-    if constexpr (V == 1) {
-        out[0] = to_acc(p[c * step]);
-    } else {
-        const Chunk<T, V> ch = reinterpret_cast<const Chunk<T, V> *>(p)[c];
-#pragma unroll
-        for (int k = 0; k < V; k++) out[k] = to_acc(ch.v[k]);
-    }
-}
-template <int V, class T, class A>
-__device__ __forceinline__ void store(T *__restrict__ p, int64_t c, int64_t step, const A (&in)[V])
-{
-    if constexpr (V == 1) {
-        put(p[c * step], in[0]);
-    } else {
-        Chunk<T, V> ch;
-#pragma unroll
-        for (int k = 0; k < V; k++) put(ch.v[k], in[k]);
-        reinterpret_cast<Chunk<T, V> *>(p)[c] = ch;
-    }
-}
-
 template <class A> struct Pair {
     A a, b;
-};
-struct Add {
-    template <class V> __device__ __forceinline__ V operator()(V a, V b) const { return a + b; }
 };
 struct AddPair {
     template <class A> __device__ __forceinline__ Pair<A> operator()(Pair<A> x, Pair<A> y) const
@@ -133,7 +93,7 @@ __global__ void __launch_bounds__(BLOCK ? 1024 : 256, BLOCK ? 1 : sizeof(T) == 8
 #pragma unroll 2
             for (int64_t c = g.lane; c < cnt; c += g.size) {
                 A v[V];
-                load<V>(xr, c, 1, v);
+                ldw<V>(xr, c * V, 1, v);
 #pragma unroll
                 for (int k = 0; k < V; k++) s += v[k];
             }
@@ -144,7 +104,7 @@ __global__ void __launch_bounds__(BLOCK ? 1024 : 256, BLOCK ? 1 : sizeof(T) == 8
 #pragma unroll 2
         for (int64_t c = g.lane; c < cnt; c += g.size) {
             A v[V];
-            load<V>(xr, c, 1, v);
+            ldw<V>(xr, c * V, 1, v);
 #pragma unroll
             for (int k = 0; k < V; k++) q += (v[k] - mu) * (v[k] - mu);
         }
@@ -157,12 +117,12 @@ __global__ void __launch_bounds__(BLOCK ? 1024 : 256, BLOCK ? 1 : sizeof(T) == 8
         }
         for (int64_t c = g.lane; c < cnt; c += g.size) {
             A v[V], wv[V], bv[V];
-            load<V>(xr, c, 1, v);
-            if (w) load<V>(w, c, 1, wv);
-            if (b) load<V>(b, c, 1, bv);
+            ldw<V>(xr, c * V, 1, v);
+            if (w) ldw<V>(w, c * V, 1, wv);
+            if (b) ldw<V>(b, c * V, 1, bv);
 #pragma unroll
             for (int k = 0; k < V; k++) v[k] = (v[k] - mu) * rs * (w ? wv[k] : A(1)) + (b ? bv[k] : A(0));
-            store<V>(y + r * D, c, 1, v);
+            stw<V>(y + r * D, c * V, 1, v);
         }
     }
 }
@@ -192,9 +152,9 @@ __global__ void __launch_bounds__(BLOCK ? 1024 : 256, BLOCK ? 1 : sizeof(T) == 8
 #pragma unroll 2
         for (int64_t c = g.lane; c < cnt; c += g.size) {
             A v[V], gv[V], wv[V];
-            load<V>(xr, c, 1, v);
-            load<V>(gr, c, 1, gv);
-            if (w) load<V>(w, c, 1, wv);
+            ldw<V>(xr, c * V, 1, v);
+            ldw<V>(gr, c * V, 1, gv);
+            if (w) ldw<V>(w, c * V, 1, wv);
 #pragma unroll
             for (int k = 0; k < V; k++) {
                 const A dxh = gv[k] * (w ? wv[k] : A(1));
@@ -206,15 +166,15 @@ __global__ void __launch_bounds__(BLOCK ? 1024 : 256, BLOCK ? 1 : sizeof(T) == 8
         const A m1 = rms ? A(0) : s.a / static_cast<A>(D), m2 = s.b / static_cast<A>(D);
         for (int64_t c = g.lane; c < cnt; c += g.size) {
             A v[V], gv[V], wv[V];
-            load<V>(xr, c, 1, v);
-            load<V>(gr, c, 1, gv);
-            if (w) load<V>(w, c, 1, wv);
+            ldw<V>(xr, c * V, 1, v);
+            ldw<V>(gr, c * V, 1, gv);
+            if (w) ldw<V>(w, c * V, 1, wv);
 #pragma unroll
             for (int k = 0; k < V; k++) {
                 const A dxh = gv[k] * (w ? wv[k] : A(1));
                 v[k] = rs * (dxh - m1 - (v[k] - mu) * rs * m2);
             }
-            store<V>(gx + r * D, c, 1, v);
+            stw<V>(gx + r * D, c * V, 1, v);
         }
     }
 }

@@ -34,6 +34,12 @@
 namespace {
 
 using fgk::aligned16;
+using fgk::AccOf;
+using fgk::Add;
+using fgk::ldw;
+using fgk::put;
+using fgk::stw;
+using fgk::to_acc;
 using fgk::block_reduce;
 using fgk::reduce;
 using fgk::shfl;
@@ -43,56 +49,10 @@ using fgk::plan_rows;
 using fgk::pow2_at_least;
 using fgk::sm_count;
 
-// ---- element access (dtype codes follow fg_dtype: f32, f64, bf16, f16, i32, i64) ----
-template <class T> struct AccOf { using type = float; };
-template <> struct AccOf<double> { using type = double; };
-
-__device__ __forceinline__ float to_acc(float v) { return v; }
-__device__ __forceinline__ double to_acc(double v) { return v; }
-__device__ __forceinline__ float to_acc(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ float to_acc(__half v) { return __half2float(v); }
-
-// Round once to the storage type (from double: through float for bf16/f16, like fg__st).
-__device__ __forceinline__ void put(float &d, float v) { d = v; }
-__device__ __forceinline__ void put(__nv_bfloat16 &d, float v) { d = __float2bfloat16_rn(v); }
-__device__ __forceinline__ void put(__half &d, float v) { d = __float2half_rn(v); }
-__device__ __forceinline__ void put(double &d, double v) { d = v; }
-__device__ __forceinline__ void put(float &d, double v) { d = static_cast<float>(v); }
-__device__ __forceinline__ void put(__nv_bfloat16 &d, double v) { d = __float2bfloat16_rn(static_cast<float>(v)); }
-__device__ __forceinline__ void put(__half &d, double v) { d = __float2half_rn(static_cast<float>(v)); }
-
 __device__ __forceinline__ float fexp(float x) { return expf(x); }
 __device__ __forceinline__ double fexp(double x) { return exp(x); }
 __device__ __forceinline__ float flog(float x) { return logf(x); }
 __device__ __forceinline__ double flog(double x) { return log(x); }
-
-template <class T, int V> struct __align__(sizeof(T) * V) Chunk { T v[V]; };
-
-// Elements [j, j + W) of a row: W > 1 only where p + j is 16-byte aligned and
-// the row contiguous (step 1); W == 1 reads the single element p[j step].
-template <int W, class T, class A>
-__device__ __forceinline__ void ldw(const T *__restrict__ p, int64_t j, int64_t step, A (&out)[W])
-{
-    if constexpr (W == 1) {
-        out[0] = to_acc(p[j * step]);
-    } else {
-        const Chunk<T, W> ch = *reinterpret_cast<const Chunk<T, W> *>(p + j);
-#pragma unroll
-        for (int k = 0; k < W; k++) out[k] = to_acc(ch.v[k]);
-    }
-}
-template <int W, class T, class A>
-__device__ __forceinline__ void stw(T *__restrict__ p, int64_t j, int64_t step, const A (&in)[W])
-{
-    if constexpr (W == 1) {
-        put(p[j * step], in[0]);
-    } else {
-        Chunk<T, W> ch;
-#pragma unroll
-        for (int k = 0; k < W; k++) put(ch.v[k], in[k]);
-        *reinterpret_cast<Chunk<T, W> *>(p + j) = ch;
-    }
-}
 
 template <int W> struct Width {
     static constexpr int value = W;
@@ -119,11 +79,6 @@ __device__ __forceinline__ void for_row(const T *row, int64_t n, int lane, int s
     }
 }
 
-__device__ __forceinline__ int64_t load_index(const void *p, int dt, int64_t i)
-{
-    return dt == 4 ? static_cast<int64_t>(static_cast<const int32_t *>(p)[i]) : static_cast<const int64_t *>(p)[i];
-}
-
 // ---- reductions: xor butterflies (every lane ends with the same value) ----
 template <class A> struct MaxSum {
     A m, s;
@@ -133,9 +88,6 @@ template <class A> __device__ __forceinline__ A nanmax(A a, A b) { return (b > a
 // Factor taking a sum relative to max m to one relative to max `to` >= m.
 template <class A> __device__ __forceinline__ A rescale(A m, A to) { return m == to ? A(1) : fexp(m - to); }
 
-struct Add {
-    template <class V> __device__ __forceinline__ V operator()(V a, V b) const { return a + b; }
-};
 struct Merge {
     template <class A> __device__ __forceinline__ MaxSum<A> operator()(MaxSum<A> a, MaxSum<A> b) const
     {
@@ -299,7 +251,7 @@ __global__ void __launch_bounds__(BLOCK ? 1024 : 256, BLOCK ? 1 : sizeof(T) == 8
     for (int64_t r0 = g.first(); r0 < N; r0 += g.stride()) {
         const int64_t r = r0 + g.sub;
         const bool ok = r < N;
-        const int64_t t = ok ? load_index(tgt, tdt, r) : ignore;
+        const int64_t t = ok ? fgk::ld_index(tgt, tdt, r) : ignore;
         const bool valid = ok && counted(t, ignore, C);
         if (err_rec && ok && !valid && t != ignore && g.lane == 0)
             record_error(err_rec, FG_K_ERR_CROSS_ENTROPY, r, t, C);
@@ -330,7 +282,7 @@ __global__ void __launch_bounds__(256)
     double tot = 0;
     long long cnt = 0;
     for (int64_t r = begin + threadIdx.x; r < end; r += blockDim.x)
-        if (counted(load_index(tgt, tdt, r), ignore, C)) {
+        if (counted(fgk::ld_index(tgt, tdt, r), ignore, C)) {
             tot += row_loss[r];
             cnt++;
         }
@@ -375,7 +327,7 @@ __global__ void __launch_bounds__(BLOCK ? 1024 : 256, BLOCK ? 1 : sizeof(T) == 8
     for (int64_t r0 = g.first(); r0 < N; r0 += g.stride()) {
         const int64_t r = r0 + g.sub;
         const bool ok = r < N;
-        const int64_t t = ok ? load_index(tgt, tdt, r) : ignore;
+        const int64_t t = ok ? fgk::ld_index(tgt, tdt, r) : ignore;
         const bool valid = ok && counted(t, ignore, C);
         const T *xr = logits + (ok ? r * C : 0);
         T *gr = gx + (ok ? r * C : 0);
