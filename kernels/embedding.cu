@@ -32,24 +32,14 @@ int grid_for(int64_t work, int threads = 256)
 
 // ---- forward: row gather ----
 
-// Claims the error record (fg_kernels.h) for the first bad index seen; only the
-// winner of the atomicCAS on the code writes the details.
-__device__ __forceinline__ void record_error(int64_t *rec, int64_t code, int64_t pos, int64_t value, int64_t limit)
-{
-    unsigned long long *c = reinterpret_cast<unsigned long long *>(rec);
-    if (atomicCAS(c, 0ull, static_cast<unsigned long long>(code)) == 0ull) {
-        rec[1] = pos;
-        rec[2] = value;
-        rec[3] = limit;
-    }
-}
 
 // V: the access unit (uint4, uint2, uint32_t, uint16_t, uint8_t). All sizes and
-// strides are in units of V. With rec, an index outside [0, rows) gives zeros
-// and is recorded (with its position j); without, indices were checked before.
+// strides are in units of V. An index outside [0, rows) gives zeros and is
+// recorded as `code` (with its position j).
 template <typename V>
 __global__ void gather_rows_kernel(V *out, const V *a, int64_t outer, int64_t L, int64_t inner, int64_t so, int64_t sr,
-                                   const void *index, int idt, int64_t istride, int64_t rows, int64_t *rec)
+                                   const void *index, int idt, int64_t istride, int64_t rows, int64_t *rec,
+                                   int code)
 {
     int64_t total = outer * L * inner;
     for (int64_t f = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; f < total;
@@ -57,9 +47,9 @@ __global__ void gather_rows_kernel(V *out, const V *a, int64_t outer, int64_t L,
         int64_t row = f / inner, t = f - row * inner;
         int64_t o = row / L, j = row - o * L;
         int64_t r = ld_index(index, idt, j * istride);
-        if (rec && (r < 0 || r >= rows)) {
+        if (r < 0 || r >= rows) {
             out[f] = V{};
-            if (t == 0) record_error(rec, FG_K_ERR_EMBEDDING, j, r, rows);
+            if (t == 0) record_error(rec, code, j, r, rows);
             continue;
         }
         out[f] = a[o * so + r * sr + t];
@@ -68,10 +58,10 @@ __global__ void gather_rows_kernel(V *out, const V *a, int64_t outer, int64_t L,
 
 template <typename V>
 int launch_rows(void *out, const void *a, int64_t outer, int64_t L, int64_t inner, int64_t so, int64_t sr,
-                const void *index, int idt, int64_t istride, int64_t rows, int64_t *rec, cudaStream_t s)
+                const void *index, int idt, int64_t istride, int64_t rows, int64_t *rec, int code, cudaStream_t s)
 {
     gather_rows_kernel<V><<<grid_for(outer * L * inner), 256, 0, s>>>(
-        static_cast<V *>(out), static_cast<const V *>(a), outer, L, inner, so, sr, index, idt, istride, rows, rec);
+        static_cast<V *>(out), static_cast<const V *>(a), outer, L, inner, so, sr, index, idt, istride, rows, rec, code);
     return static_cast<int>(cudaGetLastError());
 }
 
@@ -87,7 +77,7 @@ __global__ void emb_fwd_strided_kernel(E *out, const E *a, int64_t n, int64_t D,
         int64_t r = ld_index(index, idt, k);
         if (r < 0 || r >= rows) {
             out[f] = E{};
-            if (rec && j == 0) record_error(rec, FG_K_ERR_EMBEDDING, k, r, rows);
+            if (j == 0) record_error(rec, FG_K_ERR_EMBEDDING, k, r, rows);
             continue;
         }
         out[f] = a[r * sr + j * sc];
@@ -213,7 +203,7 @@ cudaError_t emb_plan(Carve &c, EmbPlan &p, bool det, int dtype, int64_t n, int64
 
 extern "C" int fg_k_gather_rows(void *out, const void *a, int elem_size, int64_t outer, int64_t L, int64_t inner,
                                 int64_t a_outer_stride, int64_t a_row_stride, const void *index, int index_dtype,
-                                int64_t index_stride, int64_t rows, int64_t *err_rec, void *stream)
+                                int64_t index_stride, int64_t rows, int64_t *err_rec, int err_code, void *stream)
 {
     if (outer <= 0 || L <= 0 || inner <= 0) return 0;
     cudaStream_t s = static_cast<cudaStream_t>(stream);
@@ -225,11 +215,11 @@ extern "C" int fg_k_gather_rows(void *out, const void *a, int elem_size, int64_t
     int64_t b = m % 16 == 0 ? 16 : m % 8 == 0 ? 8 : m % 4 == 0 ? 4 : m % 2 == 0 ? 2 : 1;
     int64_t in_u = inner * elem_size / b, so = a_outer_stride * elem_size / b, sr = a_row_stride * elem_size / b;
     switch (b) {
-    case 16: return launch_rows<uint4>(out, a, outer, L, in_u, so, sr, index, index_dtype, index_stride, rows, err_rec, s);
-    case 8: return launch_rows<uint2>(out, a, outer, L, in_u, so, sr, index, index_dtype, index_stride, rows, err_rec, s);
-    case 4: return launch_rows<uint32_t>(out, a, outer, L, in_u, so, sr, index, index_dtype, index_stride, rows, err_rec, s);
-    case 2: return launch_rows<uint16_t>(out, a, outer, L, in_u, so, sr, index, index_dtype, index_stride, rows, err_rec, s);
-    default: return launch_rows<uint8_t>(out, a, outer, L, in_u, so, sr, index, index_dtype, index_stride, rows, err_rec, s);
+    case 16: return launch_rows<uint4>(out, a, outer, L, in_u, so, sr, index, index_dtype, index_stride, rows, err_rec, err_code, s);
+    case 8: return launch_rows<uint2>(out, a, outer, L, in_u, so, sr, index, index_dtype, index_stride, rows, err_rec, err_code, s);
+    case 4: return launch_rows<uint32_t>(out, a, outer, L, in_u, so, sr, index, index_dtype, index_stride, rows, err_rec, err_code, s);
+    case 2: return launch_rows<uint16_t>(out, a, outer, L, in_u, so, sr, index, index_dtype, index_stride, rows, err_rec, err_code, s);
+    default: return launch_rows<uint8_t>(out, a, outer, L, in_u, so, sr, index, index_dtype, index_stride, rows, err_rec, err_code, s);
     }
 }
 

@@ -34,6 +34,13 @@ typedef struct {
  * keeps the first error until the host reads and resets it at a sync point. */
 #define FG_K_ERR_EMBEDDING 1     /* value: the index, limit: the table's rows */
 #define FG_K_ERR_CROSS_ENTROPY 2 /* value: the target, limit: the classes */
+/* index ops (kernels/index.cu): value: the index, limit: the size of the indexed
+ * dim, position: row-major in the index tensor */
+#define FG_K_ERR_GATHER 3
+#define FG_K_ERR_SCATTER 4
+#define FG_K_ERR_SCATTER_ADD 5
+#define FG_K_ERR_INDEX_SELECT 6
+#define FG_K_ERR_INDEX_ADD 7
 
 int fg_k_fill(void *dst, int dtype, int64_t n, double value, void *stream);
 int fg_k_copy_strided(void *dst, int dst_dtype, const int64_t *dst_stride, const void *src, int src_dtype,

@@ -1,4 +1,4 @@
-// Index ops on the device: range check, gather, index_select, scatter,
+// Index ops on the device: gather, index_select, scatter,
 // scatter_add, index_add and topk (see k_index.h). Every kernel reads its
 // operands through the fg_k_tensor strides, so strided and broadcast (stride-0)
 // views need no copies.
@@ -47,18 +47,6 @@ __device__ __forceinline__ void copy_elem(void *dst, int64_t di, const void *src
     }
 }
 
-// Element offset of row-major position f of t.
-__device__ __forceinline__ int64_t offset_of(int64_t f, const fg_k_tensor &t)
-{
-    int64_t off = 0;
-    for (int d = t.ndim - 1; d >= 0; d--) {
-        int64_t c = f % t.shape[d];
-        f /= t.shape[d];
-        off += c * t.stride[d];
-    }
-    return off;
-}
-
 #define GRID_STRIDE(i, n)                                                                          \
     for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n);      \
          i += static_cast<int64_t>(gridDim.x) * blockDim.x)
@@ -88,61 +76,51 @@ struct Carve {
     }
 };
 
-// ---- range check ----
-
-__global__ void check_init_kernel(unsigned long long *first) { *first = static_cast<unsigned long long>(INT64_MAX); }
-
-__global__ void check_kernel(fg_k_tensor idx, int64_t size, unsigned long long *first)
-{
-    GRID_STRIDE(f, idx.numel)
-    {
-        int64_t v = ld_index(idx.data, idx.dtype, offset_of(f, idx));
-        if (v < 0 || v >= size) atomicMin(first, static_cast<unsigned long long>(f));
-    }
-}
-
-__global__ void check_finish_kernel(fg_k_tensor idx, long long *res)
-{
-    if (res[0] == INT64_MAX) {
-        res[0] = -1;
-        res[1] = 0;
-    } else {
-        res[1] = ld_index(idx.data, idx.dtype, offset_of(res[0], idx));
-    }
-}
-
 // ---- gather ----
 
-// out and idx share a shape; a's coordinate `dim` comes from idx.
-__global__ void gather_kernel(fg_k_tensor out, fg_k_tensor a, int dim, fg_k_tensor idx, int esz)
+// out and idx share a shape; a's coordinate `dim` comes from idx. A bad index
+// gives a zero and is recorded as `code` with position f (pos_dim < 0) or out's
+// coordinate pos_dim (index_select's 1-d index seen broadcast).
+__global__ void gather_kernel(fg_k_tensor out, fg_k_tensor a, int dim, fg_k_tensor idx, int esz, int64_t *rec,
+                              int code, int pos_dim)
 {
     GRID_STRIDE(f, out.numel)
     {
-        int64_t rem = f, oo = 0, io = 0, ao = 0;
+        int64_t rem = f, oo = 0, io = 0, ao = 0, pos = f;
         for (int d = out.ndim - 1; d >= 0; d--) {
             int64_t c = rem % out.shape[d];
             rem /= out.shape[d];
             oo += c * out.stride[d];
             io += c * idx.stride[d];
             if (d != dim) ao += c * a.stride[d];
+            if (d == pos_dim) pos = c;
         }
-        ao += ld_index(idx.data, idx.dtype, io) * a.stride[dim];
-        copy_elem(out.data, oo, a.data, ao, esz);
+        const int64_t v = ld_index(idx.data, idx.dtype, io);
+        if (v < 0 || v >= a.shape[dim]) {
+            const uint64_t zero = 0;
+            copy_elem(out.data, oo, &zero, 0, esz);
+            record_error(rec, code, pos, v, a.shape[dim]);
+            continue;
+        }
+        copy_elem(out.data, oo, a.data, ao + v * a.stride[dim], esz);
     }
 }
 
-int launch_gather(const fg_k_tensor &out, const fg_k_tensor &a, int dim, const fg_k_tensor &index, cudaStream_t s)
+int launch_gather(const fg_k_tensor &out, const fg_k_tensor &a, int dim, const fg_k_tensor &index, int64_t *rec,
+                  int code, int pos_dim, cudaStream_t s)
 {
     if (out.numel <= 0) return 0;
-    gather_kernel<<<grid_for(out.numel), 256, 0, s>>>(out, a, dim, index, dtype_size(a.dtype));
+    gather_kernel<<<grid_for(out.numel), 256, 0, s>>>(out, a, dim, index, dtype_size(a.dtype), rec, code, pos_dim);
     return static_cast<int>(cudaGetLastError());
 }
 
 // ---- scatter family ----
 
-// Position p of index: target offset in out (coordinate dim from the index) and source offset in src.
-__device__ __forceinline__ void scatter_offsets(int64_t p, const fg_k_tensor &out, int dim, const fg_k_tensor &idx,
-                                                const fg_k_tensor &src, int64_t *t, int64_t *so)
+// Position p of index: target offset in out (coordinate dim from the index)
+// and source offset in src; false (recorded as `code`) for a bad index.
+__device__ __forceinline__ bool scatter_offsets(int64_t p, const fg_k_tensor &out, int dim, const fg_k_tensor &idx,
+                                                const fg_k_tensor &src, int64_t *t, int64_t *so, int64_t *rec,
+                                                int code)
 {
     int64_t rem = p, io = 0, to = 0, s = 0;
     for (int d = idx.ndim - 1; d >= 0; d--) {
@@ -152,17 +130,24 @@ __device__ __forceinline__ void scatter_offsets(int64_t p, const fg_k_tensor &ou
         s += c * src.stride[d];
         if (d != dim) to += c * out.stride[d];
     }
-    *t = to + ld_index(idx.data, idx.dtype, io) * out.stride[dim];
+    const int64_t v = ld_index(idx.data, idx.dtype, io);
     *so = s;
+    if (v < 0 || v >= out.shape[dim]) {
+        record_error(rec, code, p, v, out.shape[dim]);
+        return false;
+    }
+    *t = to + v * out.stride[dim];
+    return true;
 }
 
+// Keys: target offsets, out.numel (sorted last, then skipped) for a bad index.
 __global__ void scatter_keys_kernel(fg_k_tensor out, int dim, fg_k_tensor idx, fg_k_tensor src,
-                                    unsigned long long *keys, long long *vals)
+                                    unsigned long long *keys, long long *vals, int64_t *rec, int code)
 {
     GRID_STRIDE(p, idx.numel)
     {
         int64_t t, so;
-        scatter_offsets(p, out, dim, idx, src, &t, &so);
+        if (!scatter_offsets(p, out, dim, idx, src, &t, &so, rec, code)) t = out.numel;
         keys[p] = static_cast<unsigned long long>(t);
         vals[p] = so;
     }
@@ -177,6 +162,7 @@ __global__ void scatter_sorted_kernel(fg_k_tensor out, fg_k_tensor src, const un
     GRID_STRIDE(m, n)
     {
         unsigned long long t = keys[m];
+        if (t >= static_cast<unsigned long long>(out.numel)) continue; // a bad index
         if (!add) {
             if (m + 1 < n && keys[m + 1] == t) continue;
             copy_elem(out.data, static_cast<int64_t>(t), src.data, vals[m], dtype_size(out.dtype));
@@ -192,12 +178,13 @@ __global__ void scatter_sorted_kernel(fg_k_tensor out, fg_k_tensor src, const un
 // Atomic scatter_add: one thread per index position. acc is out itself (f32,
 // f64) or an f32 accumulator (bf16, f16) laid out like out.
 template <typename A>
-__global__ void scatter_add_atomic_kernel(A *acc, fg_k_tensor out, int dim, fg_k_tensor idx, fg_k_tensor src)
+__global__ void scatter_add_atomic_kernel(A *acc, fg_k_tensor out, int dim, fg_k_tensor idx, fg_k_tensor src,
+                                          int64_t *rec)
 {
     GRID_STRIDE(p, idx.numel)
     {
         int64_t t, so;
-        scatter_offsets(p, out, dim, idx, src, &t, &so);
+        if (!scatter_offsets(p, out, dim, idx, src, &t, &so, rec, FG_K_ERR_SCATTER_ADD)) continue;
         atomicAdd(acc + t, static_cast<A>(ld_d(src.data, src.dtype, so)));
     }
 }
@@ -234,7 +221,7 @@ __device__ __forceinline__ int64_t corner_offset(int64_t o, int64_t i, const fg_
 // Atomic index_add: one thread per src element.
 template <typename A>
 __global__ void index_add_atomic_kernel(A *acc, fg_k_tensor out, int dim, fg_k_tensor idx, int64_t istride,
-                                        fg_k_tensor src)
+                                        fg_k_tensor src, int64_t *rec)
 {
     GRID_STRIDE(f, src.numel)
     {
@@ -248,17 +235,28 @@ __global__ void index_add_atomic_kernel(A *acc, fg_k_tensor out, int dim, fg_k_t
             else
                 j = c;
         }
-        to += ld_index(idx.data, idx.dtype, j * istride) * out.stride[dim];
+        const int64_t v = ld_index(idx.data, idx.dtype, j * istride);
+        if (v < 0 || v >= out.shape[dim]) {
+            record_error(rec, FG_K_ERR_INDEX_ADD, j, v, out.shape[dim]);
+            continue;
+        }
+        to += v * out.stride[dim];
         atomicAdd(acc + to, static_cast<A>(ld_d(src.data, src.dtype, so)));
     }
 }
 
-__global__ void index_keys_kernel(fg_k_tensor idx, int64_t istride, int64_t L, unsigned long long *keys,
-                                  long long *vals)
+// Keys: the index values, dim_size (sorted last, then skipped) for a bad one.
+__global__ void index_keys_kernel(fg_k_tensor idx, int64_t istride, int64_t L, int64_t dim_size,
+                                  unsigned long long *keys, long long *vals, int64_t *rec)
 {
     GRID_STRIDE(j, L)
     {
-        keys[j] = static_cast<unsigned long long>(ld_index(idx.data, idx.dtype, j * istride));
+        int64_t v = ld_index(idx.data, idx.dtype, j * istride);
+        if (v < 0 || v >= dim_size) {
+            record_error(rec, FG_K_ERR_INDEX_ADD, j, v, dim_size);
+            v = dim_size;
+        }
+        keys[j] = static_cast<unsigned long long>(v);
         vals[j] = j;
     }
 }
@@ -273,7 +271,8 @@ __global__ void index_add_sorted_kernel(fg_k_tensor out, int dim, fg_k_tensor sr
     int64_t ne = outer * inner;
     for (int64_t m = blockIdx.y; m < L; m += gridDim.y) {
         unsigned long long t = keys[m];
-        if (m > 0 && keys[m - 1] == t) continue; // uniform across the block
+        if (t >= static_cast<unsigned long long>(out.shape[dim])) break; // bad indices sort last
+        if (m > 0 && keys[m - 1] == t) continue;                         // uniform across the block
         GRID_STRIDE(e, ne)
         {
             int64_t o = e / inner, i = e - o * inner;
@@ -294,7 +293,7 @@ struct SortPlan {
     size_t temp_bytes;
 };
 
-// Scratch for a sort of n (key < key_limit, value) pairs, or for an f32
+// Scratch for a sort of n (key <= key_limit, value) pairs, or for an f32
 // accumulator of acc_n elements.
 cudaError_t sort_plan(Carve &c, SortPlan &p, bool sorted, int64_t n, int64_t key_limit, int64_t acc_n, cudaStream_t s)
 {
@@ -305,7 +304,7 @@ cudaError_t sort_plan(Carve &c, SortPlan &p, bool sorted, int64_t n, int64_t key
         p.vin = c.take<long long>(static_cast<size_t>(n));
         p.vout = c.take<long long>(static_cast<size_t>(n));
         cudaError_t e = cub::DeviceRadixSort::SortPairs(nullptr, p.temp_bytes, p.kin, p.kout, p.vin, p.vout, n, 0,
-                                                        bits_for(key_limit), s);
+                                                        bits_for(key_limit + 1), s);
         if (e != cudaSuccess) return e;
         p.temp = c.take<char>(p.temp_bytes);
     } else if (acc_n > 0) {
@@ -448,30 +447,15 @@ cudaError_t topk_plan(Carve &c, TopkPlan &p, int64_t rows, int64_t n, cudaStream
 
 // ---- launchers ----
 
-extern "C" int fg_k_index_check(fg_k_tensor index, int64_t size, int64_t *d_scratch, int64_t *host_result,
-                                void *stream)
-{
-    host_result[0] = -1;
-    host_result[1] = 0;
-    if (index.numel <= 0) return 0;
-    cudaStream_t s = static_cast<cudaStream_t>(stream);
-    unsigned long long *first = reinterpret_cast<unsigned long long *>(d_scratch);
-    check_init_kernel<<<1, 1, 0, s>>>(first);
-    check_kernel<<<grid_for(index.numel), 256, 0, s>>>(index, size, first);
-    check_finish_kernel<<<1, 1, 0, s>>>(index, reinterpret_cast<long long *>(d_scratch));
-    cudaError_t e = cudaGetLastError();
-    if (e == cudaSuccess) e = cudaMemcpyAsync(host_result, d_scratch, 2 * sizeof(int64_t), cudaMemcpyDeviceToHost, s);
-    if (e == cudaSuccess) e = cudaStreamSynchronize(s);
-    return static_cast<int>(e);
-}
-
-extern "C" int fg_k_gather(fg_k_tensor out, fg_k_tensor a, int dim, fg_k_tensor index, void *stream)
+extern "C" int fg_k_gather(fg_k_tensor out, fg_k_tensor a, int dim, fg_k_tensor index, int64_t *err_rec,
+                           void *stream)
 {
     if (out.dtype != a.dtype || index.ndim != out.ndim) return static_cast<int>(cudaErrorInvalidValue);
-    return launch_gather(out, a, dim, index, static_cast<cudaStream_t>(stream));
+    return launch_gather(out, a, dim, index, err_rec, FG_K_ERR_GATHER, -1, static_cast<cudaStream_t>(stream));
 }
 
-extern "C" int fg_k_index_select(fg_k_tensor out, fg_k_tensor a, int dim, fg_k_tensor index, void *stream)
+extern "C" int fg_k_index_select(fg_k_tensor out, fg_k_tensor a, int dim, fg_k_tensor index, int64_t *err_rec,
+                                 void *stream)
 {
     if (out.numel <= 0) return 0;
     if (out.dtype != a.dtype) return static_cast<int>(cudaErrorInvalidValue);
@@ -498,13 +482,13 @@ extern "C" int fg_k_index_select(fg_k_tensor out, fg_k_tensor a, int dim, fg_k_t
     }
     if (rows)
         return fg_k_gather_rows(out.data, a.data, dtype_size(a.dtype), outer, L, inner, so, a.stride[dim], index.data,
-                                index.dtype, istride, a.shape[dim], nullptr, stream);
+                                index.dtype, istride, a.shape[dim], err_rec, FG_K_ERR_INDEX_SELECT, stream);
     // General path: the index read as broadcast to out's shape.
     fg_k_tensor ix = out;
     ix.data = index.data;
     ix.dtype = index.dtype;
     for (int d = 0; d < FG_K_MAX_DIMS; d++) ix.stride[d] = d == dim ? istride : 0;
-    return launch_gather(out, a, dim, ix, s);
+    return launch_gather(out, a, dim, ix, err_rec, FG_K_ERR_INDEX_SELECT, dim, s);
 }
 
 extern "C" int fg_k_scatter_scratch(int mode, int dtype, int64_t n_index, int64_t out_numel, size_t *bytes)
@@ -519,11 +503,12 @@ extern "C" int fg_k_scatter_scratch(int mode, int dtype, int64_t n_index, int64_
 }
 
 extern "C" int fg_k_scatter(fg_k_tensor out, int dim, fg_k_tensor index, fg_k_tensor src, int mode, void *scratch,
-                            size_t scratch_bytes, void *stream)
+                            size_t scratch_bytes, int64_t *err_rec, void *stream)
 {
     if (index.numel <= 0) return 0;
     if (out.dtype != src.dtype || index.ndim != out.ndim || src.ndim != out.ndim)
         return static_cast<int>(cudaErrorInvalidValue);
+    const int code = mode == FG_K_SCATTER_SET ? FG_K_ERR_SCATTER : FG_K_ERR_SCATTER_ADD;
     if (mode == FG_K_SCATTER_ADD && is_int(out.dtype)) mode = FG_K_SCATTER_ADD_DET;
     cudaStream_t s = static_cast<cudaStream_t>(stream);
     bool sorted = mode != FG_K_SCATTER_ADD;
@@ -534,21 +519,22 @@ extern "C" int fg_k_scatter(fg_k_tensor out, int dim, fg_k_tensor index, fg_k_te
     if (e != cudaSuccess) return static_cast<int>(e);
     if (c.used > scratch_bytes || (c.used > 0 && !scratch)) return static_cast<int>(cudaErrorInvalidValue);
     if (sorted) {
-        scatter_keys_kernel<<<grid_for(n), 256, 0, s>>>(out, dim, index, src, p.kin, p.vin);
+        scatter_keys_kernel<<<grid_for(n), 256, 0, s>>>(out, dim, index, src, p.kin, p.vin, err_rec, code);
         if ((e = cudaGetLastError()) != cudaSuccess) return static_cast<int>(e);
         // Stable: equal targets keep their row-major index order.
         e = cub::DeviceRadixSort::SortPairs(p.temp, p.temp_bytes, p.kin, p.kout, p.vin, p.vout, n, 0,
-                                            bits_for(out.numel), s);
+                                            bits_for(out.numel + 1), s);
         if (e != cudaSuccess) return static_cast<int>(e);
         scatter_sorted_kernel<<<grid_for(n), 256, 0, s>>>(out, src, p.kout, p.vout, n, mode == FG_K_SCATTER_ADD_DET);
     } else if (out.dtype == DT_F32) {
-        scatter_add_atomic_kernel<float><<<grid_for(n), 256, 0, s>>>(static_cast<float *>(out.data), out, dim, index, src);
+        scatter_add_atomic_kernel<float><<<grid_for(n), 256, 0, s>>>(static_cast<float *>(out.data), out, dim, index, src,
+                                                                          err_rec);
     } else if (out.dtype == DT_F64) {
         scatter_add_atomic_kernel<double><<<grid_for(n), 256, 0, s>>>(static_cast<double *>(out.data), out, dim, index,
-                                                                       src);
+                                                                       src, err_rec);
     } else {
         to_f32_kernel<<<grid_for(out.numel), 256, 0, s>>>(p.acc, out.data, out.dtype, out.numel);
-        scatter_add_atomic_kernel<float><<<grid_for(n), 256, 0, s>>>(p.acc, out, dim, index, src);
+        scatter_add_atomic_kernel<float><<<grid_for(n), 256, 0, s>>>(p.acc, out, dim, index, src, err_rec);
         from_f32_kernel<<<grid_for(out.numel), 256, 0, s>>>(out.data, out.dtype, p.acc, out.numel);
     }
     return static_cast<int>(cudaGetLastError());
@@ -566,7 +552,7 @@ extern "C" int fg_k_index_add_scratch(int deterministic, int dtype, int64_t inde
 }
 
 extern "C" int fg_k_index_add(fg_k_tensor out, int dim, fg_k_tensor index, fg_k_tensor src, int deterministic,
-                              void *scratch, size_t scratch_bytes, void *stream)
+                              void *scratch, size_t scratch_bytes, int64_t *err_rec, void *stream)
 {
     if (src.numel <= 0) return 0;
     if (out.dtype != src.dtype || src.ndim != out.ndim) return static_cast<int>(cudaErrorInvalidValue);
@@ -582,22 +568,23 @@ extern "C" int fg_k_index_add(fg_k_tensor out, int dim, fg_k_tensor index, fg_k_
         int64_t outer = 1, inner = 1;
         for (int d = 0; d < dim; d++) outer *= src.shape[d];
         for (int d = dim + 1; d < src.ndim; d++) inner *= src.shape[d];
-        index_keys_kernel<<<grid_for(L), 256, 0, s>>>(index, istride, L, p.kin, p.vin);
+        index_keys_kernel<<<grid_for(L), 256, 0, s>>>(index, istride, L, out.shape[dim], p.kin, p.vin, err_rec);
         if ((e = cudaGetLastError()) != cudaSuccess) return static_cast<int>(e);
         e = cub::DeviceRadixSort::SortPairs(p.temp, p.temp_bytes, p.kin, p.kout, p.vin, p.vout, L, 0,
-                                            bits_for(out.shape[dim]), s);
+                                            bits_for(out.shape[dim] + 1), s);
         if (e != cudaSuccess) return static_cast<int>(e);
         dim3 grid(static_cast<unsigned>(grid_for(outer * inner, 128)), static_cast<unsigned>(L < 65535 ? L : 65535));
         index_add_sorted_kernel<<<grid, 128, 0, s>>>(out, dim, src, p.kout, p.vout, L, outer, inner);
     } else if (out.dtype == DT_F32) {
         index_add_atomic_kernel<float><<<grid_for(src.numel), 256, 0, s>>>(static_cast<float *>(out.data), out, dim,
-                                                                           index, istride, src);
+                                                                           index, istride, src, err_rec);
     } else if (out.dtype == DT_F64) {
         index_add_atomic_kernel<double><<<grid_for(src.numel), 256, 0, s>>>(static_cast<double *>(out.data), out, dim,
-                                                                            index, istride, src);
+                                                                            index, istride, src, err_rec);
     } else {
         to_f32_kernel<<<grid_for(out.numel), 256, 0, s>>>(p.acc, out.data, out.dtype, out.numel);
-        index_add_atomic_kernel<float><<<grid_for(src.numel), 256, 0, s>>>(p.acc, out, dim, index, istride, src);
+        index_add_atomic_kernel<float><<<grid_for(src.numel), 256, 0, s>>>(p.acc, out, dim, index, istride, src,
+                                                                             err_rec);
         from_f32_kernel<<<grid_for(out.numel), 256, 0, s>>>(out.data, out.dtype, p.acc, out.numel);
     }
     return static_cast<int>(cudaGetLastError());

@@ -50,6 +50,19 @@ __device__ __forceinline__ double ld_d(const void *p, int dt, int64_t i)
     }
 }
 
+// Claims the device error record (fg_kernels.h; rec may be NULL) for the first
+// bad index seen; only the winner of the atomicCAS on the code writes the details.
+__device__ __forceinline__ void record_error(int64_t *rec, int64_t code, int64_t pos, int64_t value, int64_t limit)
+{
+    if (!rec) return;
+    unsigned long long *c = reinterpret_cast<unsigned long long *>(rec);
+    if (atomicCAS(c, 0ull, static_cast<unsigned long long>(code)) == 0ull) {
+        rec[1] = pos;
+        rec[2] = value;
+        rec[3] = limit;
+    }
+}
+
 // ---- element access for the row kernels ----
 // Accumulator type: float for f32/bf16/f16 storage, double for f64.
 template <class T> struct AccOf { using type = float; };
@@ -71,6 +84,21 @@ __device__ __forceinline__ void put(f16 &d, double v) { d = __float2half_rn(stat
 
 template <class T, int V> struct __align__(sizeof(T) * V) Chunk { T v[V]; };
 
+// Two floats rounded to a bf16 / f16 pair, as the bits of one 32-bit word.
+template <class T> __device__ __forceinline__ uint32_t pack2(float a, float b)
+{
+    union {
+        __nv_bfloat162 bh;
+        __half2 hh;
+        uint32_t u;
+    } w;
+    if constexpr (sizeof(T) == 2 && __is_same(T, bf16))
+        w.bh = __floats2bfloat162_rn(a, b);
+    else
+        w.hh = __floats2half2_rn(a, b);
+    return w.u;
+}
+
 // Elements [j, j + W) of a row: W > 1 only where p + j is 16-byte aligned and
 // the row contiguous (step 1); W == 1 reads the single element p[j step].
 template <int W, class T, class A>
@@ -90,15 +118,70 @@ __device__ __forceinline__ void stw(T *__restrict__ p, int64_t j, int64_t step, 
     if constexpr (W == 1) {
         put(p[j * step], in[0]);
     } else {
-        Chunk<T, W> ch;
+        // One 16-byte store, stated in PTX: without it the compiler may split
+        // the chunk into 4-byte stores in some unrolled paths (and 2-byte
+        // elements are packed in pairs first).
+        union {
+            Chunk<T, W> ch;
+            uint32_t w[4];
+        } pk;
+        if constexpr (sizeof(T) == 2 && W == 8) {
 #pragma unroll
-        for (int k = 0; k < W; k++) put(ch.v[k], in[k]);
-        *reinterpret_cast<Chunk<T, W> *>(p + j) = ch;
+            for (int k = 0; k < 4; k++) pk.w[k] = pack2<T>(in[2 * k], in[2 * k + 1]);
+        } else {
+#pragma unroll
+            for (int k = 0; k < W; k++) put(pk.ch.v[k], in[k]);
+        }
+        static_assert(sizeof(Chunk<T, W>) == 16, "16-byte chunks");
+        asm volatile("st.global.v4.u32 [%0], {%1, %2, %3, %4};" ::"l"(p + j), "r"(pk.w[0]), "r"(pk.w[1]),
+                     "r"(pk.w[2]), "r"(pk.w[3])
+                     : "memory");
     }
 }
 
 struct Add {
     template <class V> __device__ __forceinline__ V operator()(V a, V b) const { return a + b; }
+};
+
+// ---- rows of the row kernels (softmax, norms) ----
+// Which rows a thread works on. Groups of G lanes (or the block) take
+// consecutive rows; the block advances by a grid stride, uniformly, so every
+// lane reaches every shuffle and barrier: lanes past the last row see an
+// empty row and store nothing.
+template <bool BLOCK> struct Rows {
+    int lane, size;
+    int64_t sub, per_block;
+    __device__ __forceinline__ explicit Rows(int G)
+    {
+        size = BLOCK ? static_cast<int>(blockDim.x) : G;
+        lane = BLOCK ? static_cast<int>(threadIdx.x) : static_cast<int>(threadIdx.x) & (G - 1);
+        per_block = BLOCK ? 1 : static_cast<int64_t>(blockDim.x / G);
+        sub = BLOCK ? 0 : static_cast<int64_t>(threadIdx.x / G);
+    }
+    __device__ __forceinline__ int64_t first() const { return static_cast<int64_t>(blockIdx.x) * per_block; }
+    __device__ __forceinline__ int64_t stride() const { return static_cast<int64_t>(gridDim.x) * per_block; }
+};
+
+// A lane's share of a contiguous, 16-byte aligned row of nc 16-byte chunks,
+// held in registers (chunks lane, lane + size, ...; CPT of them at most): the
+// row is read from memory once, and the statistics and output passes work
+// from registers. Chunks stay in the storage type (half the registers for
+// bf16) and are widened when used.
+template <class T, int CPT> struct RegRow {
+    static constexpr int V = 16 / static_cast<int>(sizeof(T));
+    Chunk<T, V> c[CPT];
+    int64_t nc;
+    int lane, size;
+    __device__ __forceinline__ RegRow(int64_t nc_, int lane_, int size_) : nc(nc_), lane(lane_), size(size_) {}
+    __device__ __forceinline__ int64_t at(int k) const { return lane + static_cast<int64_t>(k) * size; }
+    __device__ __forceinline__ bool has(int k) const { return at(k) < nc; }
+    __device__ __forceinline__ void load(const T *__restrict__ row)
+    {
+#pragma unroll
+        for (int k = 0; k < CPT; k++)
+            if (has(k)) c[k] = reinterpret_cast<const Chunk<T, V> *>(row)[at(k)];
+    }
+    template <class A> __device__ __forceinline__ A get(int k, int e) const { return static_cast<A>(to_acc(c[k].v[e])); }
 };
 
 // ---- warp and block reductions (fixed order: deterministic) ----
@@ -188,6 +271,83 @@ inline Plan plan_rows(int64_t rows, int64_t chunks, int64_t inner)
     return p;
 }
 
+// Register-resident rows (RegRow) with at most max_cpt (4 or 8) chunks per
+// lane: a group of G lanes (about max_cpt / 2 chunks each) for rows of up to
+// 32 max_cpt chunks, else a block of 64..512 threads (so a thread may use 128
+// registers); cpt = chunks per lane, a power of two. ok is false for longer
+// rows, which take the streaming kernels.
+struct RegPlan {
+    bool ok, block;
+    int G, threads, cpt;
+    unsigned grid;
+};
+inline RegPlan plan_reg_rows(int64_t rows, int64_t nc, int max_cpt)
+{
+    RegPlan p = {false, false, 1, 256, 1, 1};
+    if (nc <= 0 || rows <= 0) return p;
+    int64_t lanes;
+    if (nc <= 32 * static_cast<int64_t>(max_cpt)) {
+        p.G = pow2_at_least((nc + max_cpt / 2 - 1) / (max_cpt / 2));
+        if (p.G > 32) p.G = 32;
+        lanes = p.G;
+    } else {
+        p.block = true;
+        p.G = 32;
+        p.threads = pow2_at_least((nc + max_cpt - 1) / max_cpt);
+        p.threads = p.threads < 64 ? 64 : p.threads > 512 ? 512 : p.threads;
+        lanes = p.threads;
+    }
+    p.cpt = pow2_at_least((nc + lanes - 1) / lanes);
+    p.ok = p.cpt <= max_cpt;
+    // One block per row (group of rows): the scheduler starts a block as soon
+    // as one ends, which overlaps rows better than a grid-stride loop (that
+    // loop only serves grids over 2^30 blocks).
+    const int64_t per_block = p.block ? 1 : p.threads / p.G, blocks = (rows + per_block - 1) / per_block;
+    const int64_t cap = static_cast<int64_t>(1) << 30;
+    p.grid = static_cast<unsigned>(blocks < cap ? blocks : cap);
+    return p;
+}
+
 } // namespace fgk
+
+// KERNEL<T, V, BLOCK> with V = 16 / sizeof(T) (16-byte chunks) when vec, else 1.
+#define FG_LAUNCH_ROWS(KERNEL, T, vec, p, stream, ...)                                                    \
+    do {                                                                                                  \
+        constexpr int V_ = 16 / static_cast<int>(sizeof(T));                                              \
+        if (vec && p.block) KERNEL<T, V_, true><<<p.grid, p.threads, 0, stream>>>(__VA_ARGS__);           \
+        else if (vec) KERNEL<T, V_, false><<<p.grid, p.threads, 0, stream>>>(__VA_ARGS__);                \
+        else if (p.block) KERNEL<T, 1, true><<<p.grid, p.threads, 0, stream>>>(__VA_ARGS__);              \
+        else KERNEL<T, 1, false><<<p.grid, p.threads, 0, stream>>>(__VA_ARGS__);                          \
+    } while (0)
+
+// KERNEL<T, CPT, BLOCK> for a RegPlan p (p.ok) made with max_cpt = MAXC; only
+// CPT <= MAXC is instantiated (inside the launcher templates).
+#define FG_LAUNCH_REG(KERNEL, MAXC, T, p, stream, ...)                                                     \
+    do {                                                                                                   \
+        switch (p.cpt * (p.block ? 1 : -1)) {                                                              \
+        case 1: KERNEL<T, 1, true><<<p.grid, p.threads, 0, stream>>>(__VA_ARGS__); break;                  \
+        case 2: KERNEL<T, 2, true><<<p.grid, p.threads, 0, stream>>>(__VA_ARGS__); break;                  \
+        case 4: KERNEL<T, 4, true><<<p.grid, p.threads, 0, stream>>>(__VA_ARGS__); break;                  \
+        case -1: KERNEL<T, 1, false><<<p.grid, p.threads, 0, stream>>>(__VA_ARGS__); break;                \
+        case -2: KERNEL<T, 2, false><<<p.grid, p.threads, 0, stream>>>(__VA_ARGS__); break;                \
+        case -4: KERNEL<T, 4, false><<<p.grid, p.threads, 0, stream>>>(__VA_ARGS__); break;                \
+        case 8:                                                                                            \
+            if constexpr (MAXC >= 8) KERNEL<T, 8, true><<<p.grid, p.threads, 0, stream>>>(__VA_ARGS__);    \
+            break;                                                                                         \
+        default:                                                                                           \
+            if constexpr (MAXC >= 8) KERNEL<T, 8, false><<<p.grid, p.threads, 0, stream>>>(__VA_ARGS__);   \
+            break;                                                                                         \
+        }                                                                                                  \
+    } while (0)
+
+// Returns F<T>(...) for the floating dtype code (f32, f64, bf16, f16).
+#define FG_DISPATCH_FLOAT(dtype, F, ...)                    \
+    switch (dtype) {                                        \
+    case 0: return F<float>(__VA_ARGS__);                   \
+    case 1: return F<double>(__VA_ARGS__);                  \
+    case 2: return F<__nv_bfloat16>(__VA_ARGS__);           \
+    case 3: return F<__half>(__VA_ARGS__);                  \
+    default: return static_cast<int>(cudaErrorInvalidValue); \
+    }
 
 #endif

@@ -1,8 +1,10 @@
 /* Launchers of kernels/index.cu and kernels/embedding.cu (see fg_kernels.h for
- * the conventions). Index tensors are i32 or i64 (dtype codes 4, 5) and have
- * been range-checked (fg_k_index_check) before a kernel reads through them,
- * except for the embedding launchers: they check in the kernel and report to the
- * device error record (fg_kernels.h) instead of making the host sync.
+ * the conventions). Index tensors are i32 or i64 (dtype codes 4, 5). Kernels
+ * check every index value as they read it, and never make the host sync: an
+ * index out of range is skipped (gathers write zeros there, scatters and adds
+ * leave the target alone) and recorded in the device error record err_rec
+ * (fg_kernels.h; NULL: skipped silently), which the host reports at its next
+ * synchronisation.
  * Outputs are contiguous tensors allocated by the caller.
  *
  * Launchers that need device scratch have a companion *_scratch query that
@@ -28,21 +30,16 @@ extern "C" {
 
 /* ---- kernels/index.cu ---- */
 
-/* Range check of every value of `index` (any strides) against [0, size).
- * Synchronous (the caller needs the answer): waits for the stream, then
- * host_result[0] = row-major position of the first value out of range (-1 when
- * none) and host_result[1] = that value. d_scratch: 2 int64 on the device. */
-int fg_k_index_check(fg_k_tensor index, int64_t size, int64_t *d_scratch, int64_t *host_result, void *stream);
-
 /* out[p] = a[p with coordinate `dim` replaced by index[p]] for every position p
  * of out (index has out's shape; stride-0 dims allowed). Raw element copies (out
  * and a share a dtype); a and out may be strided. */
-int fg_k_gather(fg_k_tensor out, fg_k_tensor a, int dim, fg_k_tensor index, void *stream);
+int fg_k_gather(fg_k_tensor out, fg_k_tensor a, int dim, fg_k_tensor index, int64_t *err_rec, void *stream);
 
 /* out (a's shape with dim of length index.numel) = a with index (0-d or 1-d)
  * picking positions along dim. Whole contiguous inner blocks go through
  * fg_k_gather_rows (vectorised) when a's layout allows; otherwise fg_k_gather. */
-int fg_k_index_select(fg_k_tensor out, fg_k_tensor a, int dim, fg_k_tensor index, void *stream);
+int fg_k_index_select(fg_k_tensor out, fg_k_tensor a, int dim, fg_k_tensor index, int64_t *err_rec,
+                      void *stream);
 
 /* scatter modes */
 #define FG_K_SCATTER_SET 0     /* out[t] = src[p]: duplicates resolved as on the CPU (last position wins) */
@@ -53,14 +50,14 @@ int fg_k_index_select(fg_k_tensor out, fg_k_tensor a, int dim, fg_k_tensor index
  * index[p]] for every position p of index, from src[p]; index and src any strides. */
 int fg_k_scatter_scratch(int mode, int dtype, int64_t n_index, int64_t out_numel, size_t *bytes);
 int fg_k_scatter(fg_k_tensor out, int dim, fg_k_tensor index, fg_k_tensor src, int mode, void *scratch,
-                 size_t scratch_bytes, void *stream);
+                 size_t scratch_bytes, int64_t *err_rec, void *stream);
 
 /* out (contiguous, holding the starting values)[.., index[j], ..] += src[.., j, ..]
  * along dim; index 0-d or 1-d, src any strides. dim_size: out.shape[dim]. */
 int fg_k_index_add_scratch(int deterministic, int dtype, int64_t index_len, int64_t dim_size, int64_t out_numel,
                            size_t *bytes);
 int fg_k_index_add(fg_k_tensor out, int dim, fg_k_tensor index, fg_k_tensor src, int deterministic, void *scratch,
-                   size_t scratch_bytes, void *stream);
+                   size_t scratch_bytes, int64_t *err_rec, void *stream);
 
 /* The k largest (smallest) of each slice of a along dim, in the CPU's order
  * (NaN above every number, ties by lower index first): values (a's dtype) and
@@ -77,12 +74,11 @@ int fg_k_topk(fg_k_tensor values, fg_k_tensor indices, fg_k_tensor a, int dim, i
  * inner) contiguous, out[o, j, :] = a[o * a_outer_stride + index[j * index_stride]
  * * a_row_stride + (0 .. inner-1)], raw copies of elem_size bytes with the
  * widest vector access (16/8/4/2 bytes) alignment allows. Strides in elements.
- * err_rec (the error record, see fg_kernels.h; NULL when the caller has already
- * range-checked the indices, as index_select does): an index outside [0, rows)
- * gives zeros in out and records FG_K_ERR_EMBEDDING with position j. */
+ * An index outside [0, rows) gives zeros in out and records err_code
+ * (FG_K_ERR_EMBEDDING, FG_K_ERR_INDEX_SELECT) with position j in err_rec. */
 int fg_k_gather_rows(void *out, const void *a, int elem_size, int64_t outer, int64_t L, int64_t inner,
                      int64_t a_outer_stride, int64_t a_row_stride, const void *index, int index_dtype,
-                     int64_t index_stride, int64_t rows, int64_t *err_rec, void *stream);
+                     int64_t index_stride, int64_t rows, int64_t *err_rec, int err_code, void *stream);
 /* Embedding forward for a table with strided columns: out (n, D) contiguous,
  * out[k, j] = a[index[k] * a_row_stride + j * a_col_stride] (elem_size 1, 2, 4
  * or 8 bytes); an index outside [0, rows) gives a zero row and records

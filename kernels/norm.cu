@@ -7,7 +7,9 @@
 // is 16 bytes (LDG/STG.128) when every pointer is 16-byte aligned and D is a
 // multiple of V = 16 / sizeof(T), else one element. Reductions are xor
 // shuffles plus shared memory in a fixed order (deterministic, every lane gets
-// the result). Statistics are two-pass (mean, then the centred sum of squares:
+// the result). Rows of whole chunks with up to 8 chunks per lane (4 in the
+// backward, which holds x and gy) are register-resident (ln_*_reg): x is read
+// from memory once. Statistics are two-pass (mean, then the centred sum of squares:
 // no cancellation for rows with a large mean) over the row, which the later
 // passes re-read from L1/L2. Accumulation in float for f32/bf16/f16 and in
 // double for f64; mean and rstd are saved in that accumulation type.
@@ -37,6 +39,10 @@ using fgk::reduce;
 using fgk::shfl;
 using fgk::warp_reduce;
 using fgk::Plan;
+using fgk::RegPlan;
+using fgk::RegRow;
+using fgk::Rows;
+using fgk::plan_reg_rows;
 using fgk::plan_rows;
 using fgk::pow2_at_least;
 using fgk::sm_count;
@@ -52,24 +58,6 @@ struct AddPair {
 };
 
 template <class A> __device__ __forceinline__ Pair<A> shfl(Pair<A> v, int o) { return {shfl(v.a, o), shfl(v.b, o)}; }
-
-// Which rows a thread works on. Groups of G lanes (or the block) take
-// consecutive rows; the block advances by a grid stride, uniformly, so every
-// lane reaches every shuffle and barrier: lanes past the last row see an
-// empty row and store nothing.
-template <bool BLOCK> struct Rows {
-    int lane, size;
-    int64_t sub, per_block;
-    __device__ __forceinline__ explicit Rows(int G)
-    {
-        size = BLOCK ? static_cast<int>(blockDim.x) : G;
-        lane = BLOCK ? static_cast<int>(threadIdx.x) : static_cast<int>(threadIdx.x) & (G - 1);
-        per_block = BLOCK ? 1 : static_cast<int64_t>(blockDim.x / G);
-        sub = BLOCK ? 0 : static_cast<int64_t>(threadIdx.x / G);
-    }
-    __device__ __forceinline__ int64_t first() const { return static_cast<int64_t>(blockIdx.x) * per_block; }
-    __device__ __forceinline__ int64_t stride() const { return static_cast<int64_t>(gridDim.x) * per_block; }
-};
 
 // ---- forward ----
 template <class T, int V, bool BLOCK>
@@ -179,6 +167,113 @@ __global__ void __launch_bounds__(BLOCK ? 1024 : 256, BLOCK ? 1 : sizeof(T) == 8
     }
 }
 
+// ---- register-resident rows (D a multiple of V, up to 8 chunks per lane) ----
+// The forward reads x once: mean, centred sum of squares and the output all
+// come from registers; the backward reads x and gy once each.
+template <class T, int CPT, bool BLOCK>
+__global__ void __launch_bounds__(BLOCK ? 512 : 256, BLOCK ? 1 : 2)
+    ln_fwd_reg(const T *__restrict__ x, const T *__restrict__ w, const T *__restrict__ b, T *__restrict__ y,
+               typename AccOf<T>::type *__restrict__ mean, typename AccOf<T>::type *__restrict__ rstd, int64_t rows,
+               int64_t D, double eps, bool rms, int G)
+{
+    using A = typename AccOf<T>::type;
+    constexpr int V = RegRow<T, CPT>::V;
+    __shared__ A sh[32];
+    const Rows<BLOCK> g(G);
+    for (int64_t r0 = g.first(); r0 < rows; r0 += g.stride()) {
+        const int64_t r = r0 + g.sub;
+        const bool ok = r < rows;
+        RegRow<T, CPT> row(ok ? D / V : 0, g.lane, g.size);
+        row.load(x + (ok ? r * D : 0));
+        A mu = 0;
+        if (!rms) {
+            A s = 0;
+#pragma unroll
+            for (int k = 0; k < CPT; k++)
+                if (row.has(k))
+#pragma unroll
+                    for (int e = 0; e < V; e++) s += row.template get<A>(k, e);
+            mu = reduce<BLOCK>(s, G, sh, Add(), A(0)) / static_cast<A>(D);
+        }
+        A q = 0;
+#pragma unroll
+        for (int k = 0; k < CPT; k++)
+            if (row.has(k))
+#pragma unroll
+                for (int e = 0; e < V; e++) {
+                    const A d = row.template get<A>(k, e) - mu;
+                    q += d * d;
+                }
+        const A var = reduce<BLOCK>(q, G, sh, Add(), A(0)) / static_cast<A>(D);
+        const A rs = A(1) / sqrt(var + static_cast<A>(eps));
+        if (ok && g.lane == 0) {
+            if (mean) mean[r] = mu;
+            rstd[r] = rs;
+        }
+#pragma unroll
+        for (int k = 0; k < CPT; k++)
+            if (row.has(k)) {
+                const int64_t j = row.at(k) * V;
+                A v[V], wv[V], bv[V];
+                if (w) ldw<V>(w, j, 1, wv);
+                if (b) ldw<V>(b, j, 1, bv);
+#pragma unroll
+                for (int e = 0; e < V; e++)
+                    v[e] = (row.template get<A>(k, e) - mu) * rs * (w ? wv[e] : A(1)) + (b ? bv[e] : A(0));
+                stw<V>(y + r * D, j, 1, v);
+            }
+    }
+}
+
+template <class T, int CPT, bool BLOCK>
+__global__ void __launch_bounds__(BLOCK ? 512 : 256, BLOCK ? 1 : 2)
+    ln_bwd_dx_reg(const T *__restrict__ x, const T *__restrict__ w, const typename AccOf<T>::type *__restrict__ mean,
+                  const typename AccOf<T>::type *__restrict__ rstd, const T *__restrict__ gy, T *__restrict__ gx,
+                  int64_t rows, int64_t D, bool rms, int G)
+{
+    using A = typename AccOf<T>::type;
+    constexpr int V = RegRow<T, CPT>::V;
+    __shared__ Pair<A> sh[32];
+    const Rows<BLOCK> g(G);
+    for (int64_t r0 = g.first(); r0 < rows; r0 += g.stride()) {
+        const int64_t r = r0 + g.sub;
+        const bool ok = r < rows;
+        const int64_t off = ok ? r * D : 0;
+        RegRow<T, CPT> xr(ok ? D / V : 0, g.lane, g.size), gr(ok ? D / V : 0, g.lane, g.size);
+        xr.load(x + off);
+        gr.load(gy + off);
+        const A mu = ok && mean ? mean[r] : A(0), rs = ok ? rstd[r] : A(0);
+        Pair<A> s = {A(0), A(0)};
+#pragma unroll
+        for (int k = 0; k < CPT; k++)
+            if (xr.has(k)) {
+                A wv[V];
+                if (w) ldw<V>(w, xr.at(k) * V, 1, wv);
+#pragma unroll
+                for (int e = 0; e < V; e++) {
+                    const A dxh = gr.template get<A>(k, e) * (w ? wv[e] : A(1));
+                    s.a += dxh;
+                    s.b += dxh * ((xr.template get<A>(k, e) - mu) * rs);
+                }
+            }
+        s = reduce<BLOCK>(s, G, sh, AddPair(), Pair<A>{A(0), A(0)});
+        const A m1 = rms ? A(0) : s.a / static_cast<A>(D), m2 = s.b / static_cast<A>(D);
+#pragma unroll
+        for (int k = 0; k < CPT; k++)
+            if (xr.has(k)) {
+                const int64_t j = xr.at(k) * V;
+                A v[V], wv[V];
+                if (w) ldw<V>(w, j, 1, wv);
+#pragma unroll
+                for (int e = 0; e < V; e++) {
+                    const A dxh = gr.template get<A>(k, e) * (w ? wv[e] : A(1));
+                    v[e] = rs * (dxh - m1 - (xr.template get<A>(k, e) - mu) * rs * m2);
+                }
+                stw<V>(gx + off, j, 1, v);
+            }
+    }
+}
+
 // ---- backward: dweight = sum_r gy xh, dbias = sum_r gy ----
 constexpr int kColTile = 32, kRowLanes = 8;
 
@@ -239,26 +334,6 @@ __global__ void __launch_bounds__(256)
     }
 }
 
-// KERNEL<T, V, BLOCK> with V = 16 / sizeof(T) (16-byte chunks) when vec, else 1.
-#define FG_LAUNCH_ROWS(KERNEL, T, vec, p, stream, ...)                                                    \
-    do {                                                                                                  \
-        constexpr int V_ = 16 / static_cast<int>(sizeof(T));                                              \
-        if (vec && p.block) KERNEL<T, V_, true><<<p.grid, p.threads, 0, stream>>>(__VA_ARGS__);           \
-        else if (vec) KERNEL<T, V_, false><<<p.grid, p.threads, 0, stream>>>(__VA_ARGS__);                \
-        else if (p.block) KERNEL<T, 1, true><<<p.grid, p.threads, 0, stream>>>(__VA_ARGS__);              \
-        else KERNEL<T, 1, false><<<p.grid, p.threads, 0, stream>>>(__VA_ARGS__);                          \
-    } while (0)
-
-// KERNEL<T, V, BLOCK> with V = 16 / sizeof(T) (16-byte chunks) when vec, else 1.
-#define FG_LAUNCH_ROWS(KERNEL, T, vec, p, stream, ...)                                                    \
-    do {                                                                                                  \
-        constexpr int V_ = 16 / static_cast<int>(sizeof(T));                                              \
-        if (vec && p.block) KERNEL<T, V_, true><<<p.grid, p.threads, 0, stream>>>(__VA_ARGS__);           \
-        else if (vec) KERNEL<T, V_, false><<<p.grid, p.threads, 0, stream>>>(__VA_ARGS__);                \
-        else if (p.block) KERNEL<T, 1, true><<<p.grid, p.threads, 0, stream>>>(__VA_ARGS__);              \
-        else KERNEL<T, 1, false><<<p.grid, p.threads, 0, stream>>>(__VA_ARGS__);                          \
-    } while (0)
-
 // Row chunks of the column-sum grid: about 4 blocks per SM in all, each chunk >= 8 rows.
 struct ParamPlan {
     int64_t tiles, chunks, rpc;
@@ -285,6 +360,15 @@ int ln_fwd_t(const void *x, const void *w, const void *b, void *y, void *mean, v
     using A = typename AccOf<T>::type;
     const bool vec = D % (16 / sizeof(T)) == 0 && aligned16(x) && aligned16(y) && (!w || aligned16(w)) &&
                      (!b || aligned16(b));
+    if (vec) {
+        const RegPlan rp = plan_reg_rows(rows, D / (int64_t)(16 / sizeof(T)), 8);
+        if (rp.ok) {
+            FG_LAUNCH_REG(ln_fwd_reg, 8, T, rp, s, static_cast<const T *>(x), static_cast<const T *>(w),
+                          static_cast<const T *>(b), static_cast<T *>(y), rms ? nullptr : static_cast<A *>(mean),
+                          static_cast<A *>(rstd), rows, D, eps, rms, rp.G);
+            return static_cast<int>(cudaGetLastError());
+        }
+    }
     const Plan p = plan_rows(rows, vec ? D / (int64_t)(16 / sizeof(T)) : D, 1);
     FG_LAUNCH_ROWS(ln_fwd_kernel, T, vec, p, s, static_cast<const T *>(x), static_cast<const T *>(w),
                    static_cast<const T *>(b), static_cast<T *>(y), rms ? nullptr : static_cast<A *>(mean),
@@ -301,9 +385,15 @@ int ln_bwd_t(const void *x, const void *w, const void *mean, const void *rstd, c
     if (gx && rows > 0 && D > 0) {
         const bool vec = D % (16 / sizeof(T)) == 0 && aligned16(x) && aligned16(gy) && aligned16(gx) &&
                          (!w || aligned16(w));
-        const Plan p = plan_rows(rows, vec ? D / (int64_t)(16 / sizeof(T)) : D, 1);
-        FG_LAUNCH_ROWS(ln_bwd_dx_kernel, T, vec, p, s, static_cast<const T *>(x), static_cast<const T *>(w), mp, rp,
-                       static_cast<const T *>(gy), static_cast<T *>(gx), rows, D, rms, p.G);
+        const RegPlan reg = vec ? plan_reg_rows(rows, D / (int64_t)(16 / sizeof(T)), 4) : RegPlan{};
+        if (reg.ok) {
+            FG_LAUNCH_REG(ln_bwd_dx_reg, 4, T, reg, s, static_cast<const T *>(x), static_cast<const T *>(w), mp, rp,
+                          static_cast<const T *>(gy), static_cast<T *>(gx), rows, D, rms, reg.G);
+        } else {
+            const Plan p = plan_rows(rows, vec ? D / (int64_t)(16 / sizeof(T)) : D, 1);
+            FG_LAUNCH_ROWS(ln_bwd_dx_kernel, T, vec, p, s, static_cast<const T *>(x), static_cast<const T *>(w), mp,
+                           rp, static_cast<const T *>(gy), static_cast<T *>(gx), rows, D, rms, p.G);
+        }
         const cudaError_t e = cudaGetLastError();
         if (e != cudaSuccess) return static_cast<int>(e);
     }
@@ -331,15 +421,6 @@ template <class T> int64_t ln_scratch_t(int64_t rows, int64_t D)
 }
 
 } // namespace
-
-#define FG_DISPATCH_FLOAT(dtype, F, ...)                    \
-    switch (dtype) {                                        \
-    case 0: return F<float>(__VA_ARGS__);                   \
-    case 1: return F<double>(__VA_ARGS__);                  \
-    case 2: return F<__nv_bfloat16>(__VA_ARGS__);           \
-    case 3: return F<__half>(__VA_ARGS__);                  \
-    default: return static_cast<int>(cudaErrorInvalidValue); \
-    }
 
 extern "C" int fg_k_layernorm_fwd(const void *x, const void *w, const void *b, void *y, void *mean, void *rstd,
                                   int dtype, int64_t rows, int64_t D, double eps, int rms, void *stream)

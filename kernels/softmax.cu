@@ -16,7 +16,10 @@
 //  - inner >= 32: one thread per row (G = 1): neighbouring threads read
 //    neighbouring columns, so every access is coalesced.
 //  - 1 < inner < 32: groups/blocks as for the last dim, strided scalar loads.
-// Statistics take one read pass: each lane keeps a running (max, sum of
+// Contiguous rows of whole 16-byte chunks with up to 8 chunks per lane (4 for
+// bf16/f16 and in the backward; f32 rows up to 16384 elements, bf16 16384) are
+// register-resident (softmax_*_reg): each element is read once and written
+// once. Other rows stream: statistics take one read pass: each lane keeps a running (max, sum of
 // exp(x - max)) (online softmax: the sum is rescaled when the max grows),
 // merged across lanes with xor shuffles and across warps through shared
 // memory, always in the same order, so results are deterministic. The write
@@ -34,6 +37,7 @@
 namespace {
 
 using fgk::aligned16;
+using fgk::record_error;
 using fgk::AccOf;
 using fgk::Add;
 using fgk::ldw;
@@ -45,6 +49,10 @@ using fgk::reduce;
 using fgk::shfl;
 using fgk::warp_reduce;
 using fgk::Plan;
+using fgk::RegPlan;
+using fgk::RegRow;
+using fgk::Rows;
+using fgk::plan_reg_rows;
 using fgk::plan_rows;
 using fgk::pow2_at_least;
 using fgk::sm_count;
@@ -106,24 +114,6 @@ __device__ __forceinline__ int64_t row_base(int64_t r, int64_t n, int64_t inner)
 {
     return inner == 1 ? r * n : (r / inner) * n * inner + r % inner;
 }
-
-// Which rows a thread works on. Groups of G lanes (or the block) take
-// consecutive rows; the block advances by a grid stride, uniformly, so every
-// lane reaches every shuffle and barrier: lanes past the last row see an
-// empty row and store nothing.
-template <bool BLOCK> struct Rows {
-    int lane, size;
-    int64_t sub, per_block;
-    __device__ __forceinline__ explicit Rows(int G)
-    {
-        size = BLOCK ? static_cast<int>(blockDim.x) : G;
-        lane = BLOCK ? static_cast<int>(threadIdx.x) : static_cast<int>(threadIdx.x) & (G - 1);
-        per_block = BLOCK ? 1 : static_cast<int64_t>(blockDim.x / G);
-        sub = BLOCK ? 0 : static_cast<int64_t>(threadIdx.x / G);
-    }
-    __device__ __forceinline__ int64_t first() const { return static_cast<int64_t>(blockIdx.x) * per_block; }
-    __device__ __forceinline__ int64_t stride() const { return static_cast<int64_t>(gridDim.x) * per_block; }
-};
 
 // Running (max, sum exp(x - max)) of a thread's part of a row, then of the whole row.
 template <int V, bool BLOCK, class T, class A>
@@ -221,20 +211,108 @@ __global__ void __launch_bounds__(BLOCK ? 1024 : 256, BLOCK ? 1 : sizeof(T) == 8
     }
 }
 
+// ---- softmax / log_softmax, register-resident rows ----
+// Contiguous rows of nc whole 16-byte chunks (every row 16-byte aligned) of up
+// to 8 chunks per lane: one read of the row, one write, few instructions per
+// element (bf16 rows are bound by them, not by memory). Each lane takes its own
+// max m (fmax: a NaN is ignored here but makes the sum, hence the whole row,
+// NaN) and sum of exp(x - m) (m = 0 when the lane saw only -inf: exp(-inf) =
+// 0), then one (max, sum) merge across the row gives (M, S); the output pass
+// recomputes exp(x - M) / S or (x - M) - log S. bf16/f16 rows use the hardware
+// exp2 (its error, ~1e-6 relative, is far below their rounding).
+template <class T> __device__ __forceinline__ float row_exp(float x)
+{
+    if constexpr (sizeof(T) == 2)
+        return __expf(x);
+    else
+        return expf(x);
+}
+template <class T> __device__ __forceinline__ double row_exp(double x) { return exp(x); }
+__device__ __forceinline__ float fmax_(float a, float b) { return fmaxf(a, b); }
+__device__ __forceinline__ double fmax_(double a, double b) { return fmax(a, b); }
+
+template <class T, int CPT, bool BLOCK>
+__global__ void __launch_bounds__(BLOCK ? 512 : 256, BLOCK ? 1 : 2)
+    softmax_fwd_reg(const T *__restrict__ x, T *__restrict__ y, int64_t rows, int64_t nc, int G, bool log_out)
+{
+    using A = typename AccOf<T>::type;
+    constexpr int V = RegRow<T, CPT>::V;
+    __shared__ MaxSum<A> sh[32];
+    const Rows<BLOCK> g(G);
+    for (int64_t r0 = g.first(); r0 < rows; r0 += g.stride()) {
+        const int64_t r = r0 + g.sub;
+        const int64_t off = r < rows ? r * nc * V : 0;
+        RegRow<T, CPT> row(r < rows ? nc : 0, g.lane, g.size);
+        row.load(x + off);
+        A m = A(-INFINITY), s = A(0);
+#pragma unroll
+        for (int k = 0; k < CPT; k++)
+            if (row.has(k))
+#pragma unroll
+                for (int e = 0; e < V; e++) m = fmax_(m, row.template get<A>(k, e));
+        const A mz = m == A(-INFINITY) ? A(0) : m;
+#pragma unroll
+        for (int k = 0; k < CPT; k++)
+            if (row.has(k))
+#pragma unroll
+                for (int e = 0; e < V; e++) s += row_exp<T>(row.template get<A>(k, e) - mz);
+        const MaxSum<A> st = reduce<BLOCK>(MaxSum<A>{m, s}, G, sh, Merge(), MaxSum<A>{A(-INFINITY), A(0)});
+        const A inv = A(1) / st.s, ls = flog(st.s), Mz = st.m == A(-INFINITY) ? A(0) : st.m;
+#pragma unroll
+        for (int k = 0; k < CPT; k++)
+            if (row.has(k)) {
+                A v[V];
+#pragma unroll
+                for (int e = 0; e < V; e++) {
+                    const A xv = row.template get<A>(k, e);
+                    v[e] = log_out ? (xv - st.m) - ls : row_exp<T>(xv - Mz) * inv;
+                }
+                stw<V>(y + off, row.at(k) * V, 1, v);
+            }
+    }
+}
+
+template <class T, int CPT, bool BLOCK>
+__global__ void __launch_bounds__(BLOCK ? 512 : 256, BLOCK ? 1 : 2)
+    softmax_bwd_reg(const T *__restrict__ y, const T *__restrict__ gy, T *__restrict__ gx, int64_t rows, int64_t nc,
+                    int G, bool log_out)
+{
+    using A = typename AccOf<T>::type;
+    constexpr int V = RegRow<T, CPT>::V;
+    __shared__ A sh[32];
+    const Rows<BLOCK> g(G);
+    for (int64_t r0 = g.first(); r0 < rows; r0 += g.stride()) {
+        const int64_t r = r0 + g.sub;
+        const int64_t off = r < rows ? r * nc * V : 0;
+        RegRow<T, CPT> yr(r < rows ? nc : 0, g.lane, g.size), gr(r < rows ? nc : 0, g.lane, g.size);
+        yr.load(y + off);
+        gr.load(gy + off);
+        // softmax needs sum(gy y), log_softmax sum(gy)
+        A acc = 0;
+#pragma unroll
+        for (int k = 0; k < CPT; k++)
+            if (yr.has(k))
+#pragma unroll
+                for (int e = 0; e < V; e++)
+                    acc += log_out ? gr.template get<A>(k, e) : gr.template get<A>(k, e) * yr.template get<A>(k, e);
+        acc = reduce<BLOCK>(acc, G, sh, Add(), A(0));
+#pragma unroll
+        for (int k = 0; k < CPT; k++)
+            if (yr.has(k)) {
+                A v[V];
+#pragma unroll
+                for (int e = 0; e < V; e++) {
+                    const A yv = yr.template get<A>(k, e), gv = gr.template get<A>(k, e);
+                    v[e] = log_out ? gv - fexp(yv) * acc : yv * (gv - acc);
+                }
+                stw<V>(gx + off, yr.at(k) * V, 1, v);
+            }
+    }
+}
+
 // ---- cross-entropy ----
 __device__ __forceinline__ bool counted(int64_t t, int64_t ignore, int64_t C) { return t != ignore && t >= 0 && t < C; }
 
-// Claims the error record (fg_kernels.h) for the first bad target seen; only the
-// winner of the atomicCAS on the code writes the details.
-__device__ __forceinline__ void record_error(int64_t *rec, int64_t code, int64_t pos, int64_t value, int64_t limit)
-{
-    unsigned long long *c = reinterpret_cast<unsigned long long *>(rec);
-    if (atomicCAS(c, 0ull, static_cast<unsigned long long>(code)) == 0ull) {
-        rec[1] = pos;
-        rec[2] = value;
-        rec[3] = limit;
-    }
-}
 
 // Per-row loss (m - x_t) + log(sum): into out_rows (NONE) or row_loss (SUM/MEAN).
 // A target neither ignore nor in [0, C) is skipped like an ignored one and
@@ -356,21 +434,22 @@ template <class T> int64_t row_chunks(int64_t n, bool vec)
     return vec ? (n + V - 1) / V + 1 : n;
 }
 
-// KERNEL<T, V, BLOCK> with V = 16 / sizeof(T) (16-byte chunks) when vec, else 1.
-#define FG_LAUNCH_ROWS(KERNEL, T, vec, p, stream, ...)                                                    \
-    do {                                                                                                  \
-        constexpr int V_ = 16 / static_cast<int>(sizeof(T));                                              \
-        if (vec && p.block) KERNEL<T, V_, true><<<p.grid, p.threads, 0, stream>>>(__VA_ARGS__);           \
-        else if (vec) KERNEL<T, V_, false><<<p.grid, p.threads, 0, stream>>>(__VA_ARGS__);                \
-        else if (p.block) KERNEL<T, 1, true><<<p.grid, p.threads, 0, stream>>>(__VA_ARGS__);              \
-        else KERNEL<T, 1, false><<<p.grid, p.threads, 0, stream>>>(__VA_ARGS__);                          \
-    } while (0)
-
 template <class T>
 int softmax_fwd_t(const void *x, void *y, int64_t outer, int64_t n, int64_t inner, bool log_out, cudaStream_t s)
 {
     const int64_t rows = outer * inner;
     const bool vec = inner == 1 && aligned16(x) && aligned16(y);
+    constexpr int64_t V = 16 / sizeof(T);
+    if (vec && n % V == 0) {
+        // 2-byte rows hold the raw chunks and their exps as floats: 4 chunks a lane
+        constexpr int MAXC = sizeof(T) == 2 ? 4 : 8;
+        const RegPlan rp = plan_reg_rows(rows, n / V, MAXC);
+        if (rp.ok) {
+            FG_LAUNCH_REG(softmax_fwd_reg, MAXC, T, rp, s, static_cast<const T *>(x), static_cast<T *>(y), rows, n / V,
+                          rp.G, log_out);
+            return static_cast<int>(cudaGetLastError());
+        }
+    }
     const Plan p = plan_rows(rows, row_chunks<T>(n, vec), inner);
     FG_LAUNCH_ROWS(softmax_fwd_kernel, T, vec, p, s, static_cast<const T *>(x), static_cast<T *>(y), rows, n, inner,
                    p.G, log_out);
@@ -383,6 +462,15 @@ int softmax_bwd_t(const void *y, const void *gy, void *gx, int64_t outer, int64_
 {
     const int64_t rows = outer * inner;
     const bool vec = inner == 1 && aligned16(y) && aligned16(gy) && aligned16(gx);
+    constexpr int64_t V = 16 / sizeof(T);
+    if (vec && n % V == 0) {
+        const RegPlan rp = plan_reg_rows(rows, n / V, 4);
+        if (rp.ok) {
+            FG_LAUNCH_REG(softmax_bwd_reg, 4, T, rp, s, static_cast<const T *>(y), static_cast<const T *>(gy),
+                          static_cast<T *>(gx), rows, n / V, rp.G, log_out);
+            return static_cast<int>(cudaGetLastError());
+        }
+    }
     const Plan p = plan_rows(rows, row_chunks<T>(n, vec), inner);
     FG_LAUNCH_ROWS(softmax_bwd_kernel, T, vec, p, s, static_cast<const T *>(y), static_cast<const T *>(gy),
                    static_cast<T *>(gx), rows, n, inner, p.G, log_out);
@@ -429,15 +517,6 @@ int ce_bwd_t(const void *logits, const void *tgt, int tdt, int64_t N, int64_t C,
 }
 
 } // namespace
-
-#define FG_DISPATCH_FLOAT(dtype, F, ...)                    \
-    switch (dtype) {                                        \
-    case 0: return F<float>(__VA_ARGS__);                   \
-    case 1: return F<double>(__VA_ARGS__);                  \
-    case 2: return F<__nv_bfloat16>(__VA_ARGS__);           \
-    case 3: return F<__half>(__VA_ARGS__);                  \
-    default: return static_cast<int>(cudaErrorInvalidValue); \
-    }
 
 extern "C" int fg_k_softmax_fwd(const void *x, void *y, int dtype, int64_t outer, int64_t n, int64_t inner,
                                 int log_out, void *stream)

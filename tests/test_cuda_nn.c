@@ -141,7 +141,12 @@ static void softmax_case(fg_generator *g, fg_tensor *x, int dim, bool log_out,
 START_TEST(test_softmax_last_dim)
 {
     BEGIN;
-    static const int64_t shapes[][2] = {{5, 1}, {7, 3}, {300, 33}, {64, 1000}, {9, 4097}, {3000, 40}, {4, 4096}};
+    /* Rows of whole 16-byte chunks take the register-resident kernels (warp
+     * groups up to 256 chunks, blocks up to 4096; 9000 rows need more than one
+     * wave of the grid-stride loop); others, and rows over 4096 chunks
+     * (2 x 20000), stream. */
+    static const int64_t shapes[][2] = {{5, 1},      {7, 3},    {300, 33},  {64, 1000}, {9, 4097},
+                                        {3000, 40}, {4, 4096}, {33, 2048}, {9000, 264}, {2, 20000}};
     for (size_t d = 0; d < sizeof float_dtypes / sizeof *float_dtypes; d++)
         for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
             for (int lg = 0; lg < 2; lg++) {
@@ -444,7 +449,9 @@ static void norm_case(fg_generator *g, fg_tensor *x, int flags, bool rms, fg_ten
     }
 }
 
-static const int64_t norm_shapes[][2] = {{5, 1}, {7, 3}, {300, 33}, {64, 1000}, {9, 4097}, {2000, 64}, {4, 4096}};
+/* register-resident rows and streaming ones, as for softmax */
+static const int64_t norm_shapes[][2] = {{5, 1},      {7, 3},    {300, 33},  {64, 1000}, {9, 4097},
+                                         {2000, 64}, {4, 4096}, {33, 2048}, {9000, 264}, {2, 20000}};
 
 START_TEST(test_layernorm)
 {

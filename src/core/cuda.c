@@ -83,6 +83,7 @@ fg_status fg__cuda_check_error_record(void)
     pthread_mutex_unlock(&g_rec.mu);
     if (e != cudaSuccess) return cuda_status("reading the cuda error record", e);
     static const char *tail = "(reported at the next synchronisation; the op's output used zeros there)";
+    static const char *tail_skip = "(reported at the next synchronisation; the op left that target unchanged)";
     static const char *tail_ce = "(reported at the next synchronisation; the op skipped that row like an ignored one)";
     switch (r[0]) {
     case 0: return FG_OK;
@@ -92,6 +93,17 @@ fg_status fg__cuda_check_error_record(void)
     case FG_K_ERR_CROSS_ENTROPY:
         return fg__err(FG_ERR_INDEX, "cross_entropy: target %lld at position %lld is out of range for %lld classes %s",
                        (long long)r[2], (long long)r[1], (long long)r[3], tail_ce);
+    case FG_K_ERR_GATHER:
+    case FG_K_ERR_INDEX_SELECT:
+    case FG_K_ERR_SCATTER:
+    case FG_K_ERR_SCATTER_ADD:
+    case FG_K_ERR_INDEX_ADD: {
+        static const char *names[] = {"gather", "scatter", "scatter_add", "index_select", "index_add"};
+        bool reads = r[0] == FG_K_ERR_GATHER || r[0] == FG_K_ERR_INDEX_SELECT;
+        return fg__err(FG_ERR_INDEX, "%s: index %lld at position %lld is out of range for a dim of size %lld %s",
+                       names[r[0] - FG_K_ERR_GATHER], (long long)r[2], (long long)r[1], (long long)r[3],
+                       reads ? tail : tail_skip);
+    }
     default:
         return fg__err(FG_ERR_INDEX, "a device kernel reported error code %lld (position %lld, value %lld, limit %lld)",
                        (long long)r[0], (long long)r[1], (long long)r[2], (long long)r[3]);

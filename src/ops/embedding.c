@@ -28,7 +28,7 @@ static fg_status cuda_embedding(fg_tensor *out, const fg_tensor *weight, const f
     if (weight->stride[1] == 1 || D == 1) /* whole rows: vectorised copies */
         return FG_CUDA_CALL("embedding", fg_k_gather_rows(fg__data(out), fg__data(weight), es, 1, n, D, 0,
                                                           weight->stride[0], fg__data(ic), (int)ic->dtype, 1, V, rec,
-                                                          fg__cuda_stream()));
+                                                          FG_K_ERR_EMBEDDING, fg__cuda_stream()));
     /* Strided columns: one element per thread. */
     return FG_CUDA_CALL("embedding", fg_k_embedding_fwd_strided(fg__data(out), fg__data(weight), es, n, D,
                                                                 weight->stride[0], weight->stride[1], fg__data(ic),

@@ -20,24 +20,9 @@ static fg_status scratch_alloc(const char *op, int query_err, const size_t *byte
 }
 #endif
 
-/* First row-major position of index (any strides, on the device) whose value
- * is outside [0, size): *pos (-1 when none) and the value *bad. Waits for the
- * device: the op must fail before it returns. */
-static fg_status cuda_index_range(const char *op, const fg_tensor *index, int64_t size, int64_t *pos, int64_t *bad)
-{
-#ifndef FG_HAVE_CUDA
-    return FG_CUDA_CALL(op, 0);
-#else
-    int64_t res[2] = {-1, 0};
-    void *d = NULL;
-    fg_status st = fg__cuda_malloc(&d, 2 * sizeof(int64_t));
-    if (st == FG_OK) st = FG_CUDA_CALL(op, fg_k_index_check(fg__kt(index), size, d, res, fg__cuda_stream()));
-    if (d) fg__cuda_free(d, 2 * sizeof(int64_t));
-    *pos = res[0];
-    *bad = res[1];
-    return st;
-#endif
-}
+/* The device error record the index kernels report bad indices to (see
+ * fg_kernels.h): they never make the host sync for a range check. */
+static int64_t *cuda_rec(void) { return (int64_t *)fg__cuda_error_record(); }
 
 /* ---- shared argument checks ---- */
 
@@ -68,16 +53,15 @@ static bool index_dim(const char *op, const fg_tensor *a, int dim, int *r)
     return fg__norm_dim(op, a, dim, 0, r) == FG_OK;
 }
 
-/* Every index value inside [0, a.size(dim)); FG_ERR_INDEX naming the value otherwise. */
+/* Every index value inside [0, a.size(dim)); FG_ERR_INDEX naming the value
+ * otherwise. On the device the kernels check as they read (a bad index is
+ * skipped and reported at the next synchronisation), and the error record must
+ * be there for them. */
 static bool check_range(const char *op, const fg_tensor *a, int dim, int r, const fg_tensor *index)
 {
-    int64_t bad = 0, pos = -1;
-    if (index->device == FG_CUDA) {
-        if (cuda_index_range(op, index, a->shape[r], &pos, &bad) != FG_OK) return false;
-        if (pos < 0) return true;
-    } else if (fg_cpu_index_in_range(index, a->shape[r], &bad)) {
-        return true;
-    }
+    int64_t bad = 0;
+    if (index->device == FG_CUDA) return cuda_rec() != NULL;
+    if (fg_cpu_index_in_range(index, a->shape[r], &bad)) return true;
     char b[128];
     fg__err(FG_ERR_INDEX, "%s: index %lld out of range for dim %d of size %lld (input %s)", op, (long long)bad, dim,
             (long long)a->shape[r], fg_shape_str(a, b, sizeof b));
@@ -141,8 +125,7 @@ static fg_tensor *pad_to_edge(fg_node *n, int e, fg_tensor *g)
 
 /* ---- gather ---- */
 /* The backward rules call the ops through these *_impl forms with
- * check = false: their index was range-checked by the forward, and on the
- * device a range check costs a synchronisation. */
+ * check = false: their index was range-checked by the forward. */
 static fg_tensor *scatter_impl(const char *op, fg_tensor *a, int dim, fg_tensor *index, fg_tensor *src, bool add,
                                bool check);
 static fg_tensor *gather_impl(fg_tensor *a, int dim, fg_tensor *index, bool check);
@@ -169,7 +152,7 @@ static fg_tensor *gather_impl(fg_tensor *a, int dim, fg_tensor *index, bool chec
     fg_tensor *out = fg__new(op, index->ndim, index->shape, a->dtype, a->device); /* index's shape */
     if (!out) return NULL;
     if (a->device == FG_CUDA) {
-        if (FG_CUDA_CALL(op, fg_k_gather(fg__kt(out), fg__kt(a), r, fg__kt(index), fg__cuda_stream())) != FG_OK) {
+        if (FG_CUDA_CALL(op, fg_k_gather(fg__kt(out), fg__kt(a), r, fg__kt(index), cuda_rec(), fg__cuda_stream())) != FG_OK) {
             fg_free(out);
             return NULL;
         }
@@ -222,7 +205,7 @@ static fg_status cuda_scatter(const char *op, fg_tensor *out, int r, const fg_te
     int q = fg_k_scatter_scratch(mode, (int)out->dtype, index->numel, out->numel, &bytes);
     fg_status st = scratch_alloc(op, q, &bytes, &scratch);
     if (st != FG_OK) return st;
-    st = FG_CUDA_CALL(op, fg_k_scatter(fg__kt(out), r, fg__kt(index), fg__kt(src), mode, scratch, bytes,
+    st = FG_CUDA_CALL(op, fg_k_scatter(fg__kt(out), r, fg__kt(index), fg__kt(src), mode, scratch, bytes, cuda_rec(),
                                        fg__cuda_stream()));
     if (scratch) fg__cuda_free(scratch, bytes);
     return st;
@@ -296,7 +279,8 @@ static fg_tensor *index_select_impl(fg_tensor *a, int dim, fg_tensor *index, boo
     fg_tensor *out = fg__new(op, a->ndim, shape, a->dtype, a->device);
     if (!out) return NULL;
     if (a->device == FG_CUDA) {
-        if (FG_CUDA_CALL(op, fg_k_index_select(fg__kt(out), fg__kt(a), r, fg__kt(index), fg__cuda_stream())) != FG_OK) {
+        if (FG_CUDA_CALL(op, fg_k_index_select(fg__kt(out), fg__kt(a), r, fg__kt(index), cuda_rec(),
+                                               fg__cuda_stream())) != FG_OK) {
             fg_free(out);
             return NULL;
         }
@@ -333,7 +317,7 @@ static fg_status cuda_index_add(const char *op, fg_tensor *out, int r, const fg_
     fg_status st = scratch_alloc(op, q, &bytes, &scratch);
     if (st != FG_OK) return st;
     st = FG_CUDA_CALL(op, fg_k_index_add(fg__kt(out), r, fg__kt(index), fg__kt(src), det, scratch, bytes,
-                                         fg__cuda_stream()));
+                                         cuda_rec(), fg__cuda_stream()));
     if (scratch) fg__cuda_free(scratch, bytes);
     return st;
 #endif
