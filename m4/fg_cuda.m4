@@ -42,6 +42,8 @@ AC_DEFUN([FG_CHECK_CUDA], [
     AC_CHECK_HEADER([cuda_runtime_api.h], [fg_have_cudart_h=yes], [fg_have_cudart_h=no])
     AC_CHECK_LIB([cudart], [cudaMalloc], [fg_have_cudart=yes], [fg_have_cudart=no])
     AC_CHECK_LIB([cublas], [cublasCreate_v2], [fg_have_cublas=yes], [fg_have_cublas=no])
+    AS_IF([test "x$fg_have_cublas" = xyes],
+          [AC_CHECK_LIB([cublasLt], [cublasLtCreate], [], [fg_have_cublas=no])])
     AC_CHECK_LIB([curand], [curandCreateGenerator], [fg_have_curand=yes], [fg_have_curand=no])
     CPPFLAGS=$fg_save_CPPFLAGS; LDFLAGS=$fg_save_LDFLAGS; LIBS=$fg_save_LIBS
     AS_IF([test "$fg_have_cudart_h$fg_have_cudart$fg_have_cublas$fg_have_curand" = yesyesyesyes],
@@ -64,7 +66,7 @@ AC_DEFUN([FG_CHECK_CUDA], [
     fg_gencode="$fg_gencode -gencode arch=compute_$fg_last,code=compute_$fg_last"
     fg_cuda_arch_list="$fg_cuda_arch_list +PTX"
     NVCC_ARCHFLAGS=$fg_gencode
-    CUDA_LIBS="-lcublas -lcurand -lcudart -lstdc++"
+    CUDA_LIBS="-lcublas -lcublasLt -lcurand -lcudart -lstdc++"
     AC_DEFINE([FG_HAVE_CUDA], [1], [Define to 1 when the CUDA backend is built])
   ], [CUDA_CPPFLAGS=; CUDA_LDFLAGS=; CUDA_LIBS=])
   AC_SUBST([NVCC_ARCHFLAGS])

@@ -279,6 +279,17 @@ fg_status fg__cuda_matmul(const char *op, fg_tensor *out, const fg_tensor *a, co
  * the op, the cuBLAS status name and `detail` (the call and the shapes). */
 fg_status fg__cublas_check(const char *op, int status, const char *detail);
 void fg__cublas_shutdown(void);
+/* cuBLASLt with a fused epilogue: out (rows, N) contiguous = act(x @ w + b) for
+ * x (rows, K) with unit column stride, w (K, N) with either stride 1, b (N)
+ * contiguous or NULL; act = GELU (tanh form) when gelu, and then pre (rows, N)
+ * contiguous, when non-NULL, receives x @ w + b. FG_ERR_UNSUPPORTED (no error
+ * message set) when cuBLASLt has no kernel for this case: the caller falls back. */
+/* Records the autograd node of unary op `op` (a src/cpu/cpu.h fg_unary_op,
+ * scalar s) for an output computed elsewhere (e.g. a fused epilogue): out = op(a).
+ * Returns out, or NULL (out freed) when saving fails. */
+fg_tensor *fg__record_unary(int op, double s, fg_tensor *a, fg_tensor *out);
+fg_status fg__cuda_linear_lt(const char *op, fg_tensor *out, const fg_tensor *x, const fg_tensor *w,
+                             const fg_tensor *b, bool gelu, fg_tensor *pre);
 
 /* Thread-local state shared by core files. */
 uint64_t fg__next_seq(void);

@@ -366,6 +366,82 @@ START_TEST(test_linear)
 }
 END_TEST
 
+static fg_tensor *linear_gelu_fn(fg_tensor *const *in, void *ctx)
+{
+    (void)ctx;
+    return fg_linear_gelu(in[0], in[1], in[2]);
+}
+
+/* gelu(x @ w + b): on CUDA one cuBLASLt GEMM with the GELU epilogue (which
+ * also writes the pre-activation the backward reads), against the CPU's
+ * fg_gelu(fg_linear(...), true). Sizes with N % 8 == 0 take the fused kernel;
+ * N = 5 and a transposed x take the fallback; both must agree with the CPU. */
+START_TEST(test_linear_gelu)
+{
+    BEGIN;
+    fg_tensor *in[3] = {rand_param(gen, FG_SHAPE(2, 3, 4), -1, 1), rand_param(gen, FG_SHAPE(4, 5), -1, 1),
+                        rand_param(gen, FG_SHAPE(5), -1, 1)};
+    ck_gradcheck(linear_gelu_fn, NULL, 3, in);
+    /* the CPU form is exactly gelu(linear) */
+    ck_same_tensor(fg_linear_gelu(in[0], in[1], in[2]), fg_gelu(fg_linear(in[0], in[1], in[2]), true), 0.0);
+    const fg_dtype dts[2] = {FG_F32, FG_BF16};
+    const int64_t xs[3][3] = {{2, 3, 32}, {32, 0, 0}, {40, 32, 0}};
+    const int xnd[3] = {3, 1, 2};
+    const int64_t ns[2] = {16, 5};
+    for (int t = 0; t < 2; t++)
+        for (int s = 0; s < 3; s++)
+            for (int ni = 0; ni < 2; ni++)
+                for (int v = 0; v < 4; v++) { /* v: bit 0 bias, bit 1 w transposed */
+                    fg_dtype dt = dts[t];
+                    tol_t tol = dt == FG_F32 ? TOL_F32 : TOL_BF16;
+                    int64_t N = ns[ni];
+                    fg_tensor *x = rand_in(gen, xnd[s], xs[s], dt);
+                    fg_tensor *w = v & 2 ? fg_transpose(rand_in(gen, FG_SHAPE(N, 32), dt), 0, 1)
+                                         : rand_in(gen, FG_SHAPE(32, N), dt);
+                    fg_tensor *b = v & 1 ? rand_in(gen, FG_SHAPE(N), dt) : NULL;
+                    fg_tensor *dx = fg_to(x, FG_CUDA, dt), *dw = fg_to(w, FG_CUDA, dt);
+                    fg_tensor *dbias = b ? fg_to(b, FG_CUDA, dt) : NULL;
+                    if (v & 2) dw = fg_transpose(fg_contiguous(fg_transpose(dw, 0, 1)), 0, 1);
+                    char what[96];
+                    snprintf(what, sizeof what, "linear_gelu %s x%dd N %lld %s%s", fg_dtype_name(dt), xnd[s],
+                             (long long)N, b ? "bias" : "no bias", v & 2 ? " w^T" : "");
+                    /* inference: no pre-activation kept */
+                    bool prev = fg_set_grad_enabled(false);
+                    ck_close_tensor(fg_linear_gelu(dx, dw, dbias), fg_linear_gelu(x, w, b), tol, what);
+                    fg_set_grad_enabled(prev);
+                    fg_tensor *leaves[6] = {x, w, b, dx, dw, dbias};
+                    for (int i = 0; i < 6; i++)
+                        if (leaves[i]) ck_assert_int_eq(fg_set_requires_grad(leaves[i], true), FG_OK);
+                    fg_tensor *yd = fg_linear_gelu(dx, dw, dbias), *yr = fg_linear_gelu(x, w, b);
+                    ck_assert_msg(yd != NULL, "%s: %s", what, fg_last_error());
+                    ck_assert_str_eq(fg_grad_fn_name(yd), "gelu");
+                    ck_close_tensor(yd, yr, tol, what);
+                    fg_tensor *gr = rand_in(gen, fg_ndim(yr), fg_shape(yr), dt);
+                    ck_assert_int_eq(fg_backward_with_grad(yr, gr), FG_OK);
+                    ck_assert_msg(fg_backward_with_grad(yd, fg_to(gr, FG_CUDA, dt)) == FG_OK, "%s backward: %s", what,
+                                  fg_last_error());
+                    ck_close_tensor(fg_grad(dx), fg_grad(x), tol, "linear_gelu grad x");
+                    ck_close_tensor(fg_grad(dw), fg_grad(w), tol, "linear_gelu grad w");
+                    if (b) ck_close_tensor(fg_grad(dbias), fg_grad(b), tol, "linear_gelu grad b");
+                }
+    /* a transposed x (the fallback) and autocast to bf16 */
+    fg_tensor *xl = rand_in(gen, FG_SHAPE(32, 24), FG_F32), *wl = rand_in(gen, FG_SHAPE(32, 16), FG_F32),
+              *bl = rand_in(gen, FG_SHAPE(16), FG_F32);
+    fg_tensor *dxl = fg_to(xl, FG_CUDA, FG_F32), *dwl = fg_to(wl, FG_CUDA, FG_F32), *dbl = fg_to(bl, FG_CUDA, FG_F32);
+    ck_close_tensor(fg_linear_gelu(fg_transpose(dxl, 0, 1), dwl, dbl), fg_linear_gelu(fg_transpose(xl, 0, 1), wl, bl),
+                    TOL_F32, "linear_gelu x^T");
+    ck_assert_int_eq(fg_autocast_begin(FG_BF16), FG_OK);
+    fg_tensor *ya = fg_linear_gelu(fg_transpose(dxl, 0, 1), dwl, dbl);
+    fg_autocast_end();
+    ck_assert_msg(ya && fg_dtype_of(ya) == FG_BF16, "autocast: %s", fg_last_error());
+    ck_close_tensor(ya, fg_linear_gelu(fg_transpose(xl, 0, 1), wl, bl), TOL_BF16, "linear_gelu autocast");
+    /* errors name the op */
+    ck_assert_ptr_null(fg_linear_gelu(dxl, dwl, fg_zeros(FG_SHAPE(3), FG_F32, FG_CUDA)));
+    ck_err(FG_ERR_SHAPE, "linear_gelu", "b (3,)");
+    END;
+}
+END_TEST
+
 START_TEST(test_autocast)
 {
     BEGIN;
@@ -484,14 +560,15 @@ START_TEST(test_errors)
 }
 END_TEST
 
-/* One SGD step of a tiny MLP on CUDA: loss = sum(relu(x @ w1 + b1) @ w2). */
-static double mlp_step(fg_tensor *x, fg_tensor *const *params, int np)
+/* One SGD step of a tiny MLP on CUDA: loss = sum(relu(x @ w1 + b1) @ w2).
+ * Returns the loss when read_loss (one host sync), else NAN. */
+static double mlp_step(fg_tensor *x, fg_tensor *const *params, int np, bool read_loss)
 {
     fg_scope *s = fg_scope_begin();
     fg_tensor *h = fg_relu(fg_add(fg_matmul(x, params[0]), params[1]));
     fg_tensor *loss = fg_sum_all(fg_matmul(h, params[2]));
     ck_assert_msg(loss != NULL, "mlp forward: %s", fg_last_error());
-    double v = fg_item(loss);
+    double v = read_loss ? fg_item(loss) : NAN;
     ck_assert_msg(fg_backward(loss) == FG_OK, "mlp backward: %s", fg_last_error());
     bool prev = fg_set_grad_enabled(false);
     for (int i = 0; i < np; i++) {
@@ -513,24 +590,34 @@ START_TEST(test_allocator_steady_training_loop)
                        cuda_f32(gen, FG_SHAPE(32, 4), true)};
     /* Two warm-up steps: the first backward creates the gradient buffers, the
      * second is the first with the steady pattern (in-place accumulation). */
-    double l0 = mlp_step(x, p, 3);
-    mlp_step(x, p, 3);
+    double l0 = mlp_step(x, p, 3, true);
+    mlp_step(x, p, 3, true);
     ck_assert_int_eq(fg_cuda_synchronize(), FG_OK);
     fg_cuda_memory_stats m0, m1;
     ck_assert_int_eq(fg_cuda_get_memory_stats(&m0), FG_OK);
     double l = 0;
-    for (int i = 0; i < 20; i++) l = mlp_step(x, p, 3);
+    for (int i = 0; i < 20; i++) l = mlp_step(x, p, 3, true);
     ck_assert_int_eq(fg_cuda_get_memory_stats(&m1), FG_OK);
-    printf("cuda_matmul: MLP loss %.4f -> %.4f; cudaMalloc calls %lld -> %lld over 20 steps, cache hits +%lld\n", l0,
-           l, (long long)m0.n_cuda_malloc, (long long)m1.n_cuda_malloc,
-           (long long)(m1.n_cache_hits - m0.n_cache_hits));
+    /* No host sync inside a step: the only waits are the 20 loss reads. Then
+     * 20 steps that read nothing back: none at all. */
+    fg_cuda_memory_stats m2;
+    for (int i = 0; i < 20; i++) mlp_step(x, p, 3, false);
+    ck_assert_int_eq(fg_cuda_get_memory_stats(&m2), FG_OK);
+    printf("cuda_matmul: MLP loss %.4f -> %.4f; cudaMalloc calls %lld -> %lld over 20 steps, cache hits +%lld, "
+           "host syncs +%lld (20 loss reads), then +%lld over 20 steps without reads\n",
+           l0, l, (long long)m0.n_cuda_malloc, (long long)m1.n_cuda_malloc,
+           (long long)(m1.n_cache_hits - m0.n_cache_hits), (long long)(m1.n_host_syncs - m0.n_host_syncs),
+           (long long)(m2.n_host_syncs - m1.n_host_syncs));
+    ck_assert_int_eq(m1.n_host_syncs - m0.n_host_syncs, 20);
+    ck_assert_int_eq(m2.n_host_syncs, m1.n_host_syncs);
     const char *nc = getenv("FG_CUDA_NO_CACHE");
     if (nc && *nc && strcmp(nc, "0") != 0) {
         /* Caching off (sanitizer runs): every step allocates for real. */
         ck_assert(m1.n_cuda_malloc > m0.n_cuda_malloc);
     } else {
-        ck_assert_msg(m1.n_cuda_malloc == m0.n_cuda_malloc, "cudaMalloc calls grew from %lld to %lld",
-                      (long long)m0.n_cuda_malloc, (long long)m1.n_cuda_malloc);
+        ck_assert_msg(m1.n_cuda_malloc == m0.n_cuda_malloc && m2.n_cuda_malloc == m0.n_cuda_malloc,
+                      "cudaMalloc calls grew from %lld to %lld, then %lld", (long long)m0.n_cuda_malloc,
+                      (long long)m1.n_cuda_malloc, (long long)m2.n_cuda_malloc);
         ck_assert(m1.n_cache_hits > m0.n_cache_hits);
     }
     ck_assert(l < l0);
@@ -572,6 +659,7 @@ static Suite *mk(void)
     tcase_add_test(tc, test_broadcast_backward);
     tcase_add_test(tc, test_tf32_switch);
     tcase_add_test(tc, test_linear);
+    tcase_add_test(tc, test_linear_gelu);
     tcase_add_test(tc, test_autocast);
     tcase_add_test(tc, test_errors);
     tcase_add_test(tc, test_allocator_steady_training_loop);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "testutil.h"
+#include <flashgrad/cublas.h>
 
 /* Reference batched product on row-major arrays: c[t] = a[t % ba] @ b[t % bb]
  * is not general enough for broadcasting, so callers pass per-batch offsets. */
@@ -24,6 +25,45 @@ static void fill_seq(double *v, int n, double scale, double shift)
 }
 
 /* ============================== matmul ============================== */
+
+/* fg_linear and fg_linear_gelu on the CPU (their CUDA forms are checked
+ * against these in the cuda_matmul suite): values, gradients vs finite
+ * differences, with and without bias, 1-d and 3-d x, errors naming the op. */
+static fg_tensor *linear_fn(fg_tensor *const *in, void *ctx)
+{
+    int mode = *(const int *)ctx; /* bit 0: gelu, bit 1: no bias (two inputs) */
+    fg_tensor *b = mode & 2 ? NULL : in[2];
+    return mode & 1 ? fg_linear_gelu(in[0], in[1], b) : fg_linear(in[0], in[1], b);
+}
+
+START_TEST(test_linear_and_linear_gelu)
+{
+    BEGIN;
+    /* x (1, 2) w (2, 2) b (2): y = [1*1 + 2*3 + 0.5, 1*2 + 2*4 - 1] = [7.5, 9] */
+    fg_tensor *x = t64((const double[]){1, 2}, FG_SHAPE(1, 2)), *w = t64((const double[]){1, 2, 3, 4}, FG_SHAPE(2, 2)),
+              *b = t64((const double[]){0.5, -1}, FG_SHAPE(2));
+    double y[2];
+    read_f64(fg_linear(x, w, b), y, 2);
+    ck_assert(y[0] == 7.5 && y[1] == 9.0);
+    read_f64(fg_linear_gelu(x, w, b), y, 2);
+    for (int i = 0; i < 2; i++) {
+        double v = i ? 9.0 : 7.5, g = 0.5 * v * (1 + tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
+        ck_assert_msg(fabs(y[i] - g) < 1e-12, "gelu(%g) = %.17g, expected %.17g", v, y[i], g);
+    }
+    for (int gelu = 0; gelu < 2; gelu++) {
+        int with_b = gelu, no_b = gelu | 2;
+        fg_tensor *in3[3] = {rand_param(gen, FG_SHAPE(2, 3, 4), -1, 1), rand_param(gen, FG_SHAPE(4, 5), -1, 1),
+                             rand_param(gen, FG_SHAPE(5), -1, 1)};
+        ck_gradcheck(linear_fn, &with_b, 3, in3);
+        fg_tensor *in1[2] = {rand_param(gen, FG_SHAPE(4), -1, 1), in3[1]};
+        ck_gradcheck(linear_fn, &no_b, 2, in1);
+    }
+    fg_clear_error();
+    ck_assert_ptr_null(fg_linear_gelu(x, w, t64((const double[]){1, 2, 3}, FG_SHAPE(3))));
+    ck_err(FG_ERR_SHAPE, "linear_gelu", "b (3,)");
+    END;
+}
+END_TEST
 
 START_TEST(test_matmul_2x3_3x2)
 {
@@ -927,6 +967,7 @@ static Suite *linalg_reduce_suite(void)
     Suite *s = suite_create("linalg_reduce");
     TCase *mm = tcase_create("matmul");
     tcase_add_test(mm, test_matmul_2x3_3x2);
+    tcase_add_test(mm, test_linear_and_linear_gelu);
     tcase_add_test(mm, test_matmul_vector_cases);
     tcase_add_test(mm, test_matmul_vector_with_batch);
     tcase_add_test(mm, test_matmul_batched);

@@ -16,12 +16,19 @@ extern "C" {
 fg_status fg_set_allow_tf32(bool allow);
 bool fg_allow_tf32(void);
 
-/* y = x @ w + b: x (..., in), w (in, out) 2-d, b (out) 1-d or NULL. On CUDA the
- * bias is written into the output first and the product is accumulated onto it
- * by cuBLAS (beta = 1), one pass instead of a product and an add; on the CPU it
- * is fg_add(fg_matmul(x, w), b). Differentiable in x, w and b; under autocast
+/* y = x @ w + b: x (..., in), w (in, out) 2-d, b (out) 1-d or NULL. On CUDA one
+ * cuBLASLt GEMM with the bias epilogue (or, for layouts it does not take, the
+ * bias written first and the product accumulated onto it by cuBLAS, beta = 1);
+ * on the CPU it is fg_add(fg_matmul(x, w), b). Differentiable in x, w and b; under autocast
  * (flashgrad/autocast.h) all three are cast like fg_matmul's operands. */
 fg_tensor *fg_linear(fg_tensor *x, fg_tensor *w, fg_tensor *b);
+
+/* y = gelu(x @ w + b) with the tanh form of GELU (fg_gelu(., true)), the MLP's
+ * first layer. On CUDA one cuBLASLt GEMM with the GELU (+ bias) epilogue; with
+ * autograd the same GEMM also writes the pre-activation, which the backward
+ * uses (nothing is recomputed). Falls back to fg_linear + fg_gelu for layouts
+ * cuBLASLt does not take, and on the CPU. Same arguments as fg_linear. */
+fg_tensor *fg_linear_gelu(fg_tensor *x, fg_tensor *w, fg_tensor *b);
 
 #ifdef __cplusplus
 }

@@ -27,6 +27,9 @@ typedef struct {
     int64_t n_cuda_malloc; /* cudaMalloc calls so far */
     int64_t n_cuda_free;
     int64_t n_cache_hits;  /* allocations served from the cache */
+    int64_t n_host_syncs;  /* times the host waited for the GPU: copies to or from
+                              host memory (fg_item, fg_to, ...) and fg_cuda_synchronize;
+                              a training step that reads nothing back adds none */
 } fg_cuda_memory_stats;
 fg_status fg_cuda_get_memory_stats(fg_cuda_memory_stats *out);
 /* Returns every cached block to the driver. */

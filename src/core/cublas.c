@@ -28,6 +28,11 @@ bool fg_allow_tf32(void) { return atomic_load(&g_allow_tf32); }
 #include <pthread.h>
 #include <cuda_runtime_api.h>
 #include <cublas_v2.h>
+/* cublasLt.h declares a function with () : not our warning to fix */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wstrict-prototypes"
+#include <cublasLt.h>
+#pragma GCC diagnostic pop
 
 /* 32 MiB: what cuBLAS recommends for Hopper; plenty for older GPUs. */
 #define FG_CUBLAS_WORKSPACE ((size_t)32 << 20)
@@ -39,6 +44,7 @@ static struct {
     bool stream_bound;
     void *stream;
 } g_blas = {PTHREAD_MUTEX_INITIALIZER, NULL, NULL, false, NULL};
+static cublasLtHandle_t g_lt; /* created under g_blas.mu; shares g_blas's workspace (same stream) */
 
 fg_status fg__cublas_check(const char *op, int status, const char *detail)
 {
@@ -93,6 +99,8 @@ void fg__cublas_shutdown(void)
 {
     pthread_mutex_lock(&g_blas.mu);
     if (g_blas.handle) cublasDestroy(g_blas.handle);
+    if (g_lt) cublasLtDestroy(g_lt);
+    g_lt = NULL;
     if (g_blas.workspace) fg__cuda_free(g_blas.workspace, FG_CUBLAS_WORKSPACE);
     g_blas.handle = NULL;
     g_blas.workspace = NULL;
@@ -290,6 +298,93 @@ done:
     return st;
 }
 
+
+/* ---- cuBLASLt: linear layers with a fused bias / GELU epilogue ----
+ * Column-major view as above: out^T (N, rows) = w^T (N, K) @ x^T (K, rows);
+ * the bias runs along out^T's rows (N), as cuBLASLt's bias vector does. */
+
+static cudaDataType_t lt_type(fg_dtype dt)
+{
+    return dt == FG_BF16 ? CUDA_R_16BF : dt == FG_F16 ? CUDA_R_16F : CUDA_R_32F;
+}
+
+fg_status fg__cuda_linear_lt(const char *op, fg_tensor *out, const fg_tensor *x, const fg_tensor *w,
+                             const fg_tensor *b, bool gelu, fg_tensor *pre)
+{
+    const int64_t rows = x->shape[0], K = x->shape[1], N = w->shape[1];
+    bool w_rowmajor;
+    int64_t ldw;
+    if ((out->dtype != FG_F32 && out->dtype != FG_BF16 && out->dtype != FG_F16) || rows < 1 || K < 1 || N < 1 ||
+        x->stride[1] != 1 || x->stride[0] < K || (b && b->stride[0] != 1) ||
+        !classify(K, N, w->stride[0], w->stride[1], &w_rowmajor, &ldw))
+        return FG_ERR_UNSUPPORTED;
+    cudaDataType_t t = lt_type(out->dtype);
+    cublasComputeType_t ct =
+        out->dtype == FG_F32 && fg_allow_tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    cublasLtEpilogue_t epi = b ? (gelu ? (pre ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_BIAS)
+                                       : CUBLASLT_EPILOGUE_BIAS)
+                               : (gelu ? (pre ? CUBLASLT_EPILOGUE_GELU_AUX : CUBLASLT_EPILOGUE_GELU)
+                                       : CUBLASLT_EPILOGUE_DEFAULT);
+    cublasOperation_t opa = w_rowmajor ? CUBLAS_OP_N : CUBLAS_OP_T;
+    cublasLtMatmulDesc_t desc = NULL;
+    cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
+    cublasLtMatmulPreference_t pref = NULL;
+    cublasLtMatmulHeuristicResult_t res;
+    const void *bias = b ? fg__data(b) : NULL;
+    void *aux = pre ? fg__data(pre) : NULL;
+    int64_t aux_ld = N;
+    uint64_t ws_bytes = FG_CUBLAS_WORKSPACE;
+    int found = 0;
+    const float alpha = 1.0f, beta = 0.0f;
+    char detail[192];
+    snprintf(detail, sizeof detail, "cublasLtMatmul (%lld x %lld x %lld, %s%s%s)", (long long)rows, (long long)K,
+             (long long)N, fg_dtype_name(out->dtype), b ? ", bias" : "", gelu ? ", gelu" : "");
+    pthread_mutex_lock(&g_blas.mu);
+    cublasHandle_t h;
+    fg_status st = blas_handle(op, &h); /* the stream binding and the workspace */
+    if (st == FG_OK && !g_lt) st = fg__cublas_check(op, cublasLtCreate(&g_lt), "cublasLtCreate");
+    int s = CUBLAS_STATUS_SUCCESS;
+#define LT(call)                                          \
+    do {                                                  \
+        if (s == CUBLAS_STATUS_SUCCESS) s = (int)(call); \
+    } while (0)
+    if (st == FG_OK) {
+        LT(cublasLtMatmulDescCreate(&desc, ct, CUDA_R_32F));
+        LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
+        LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+        if (bias) LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+        if (aux) {
+            LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux));
+            LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &aux_ld, sizeof aux_ld));
+        }
+        /* A = w: stored (N, K) (row-major w) or (K, N) (a transposed view), B = x (K, rows), C = D = out (N, rows). */
+        LT(cublasLtMatrixLayoutCreate(&la, t, w_rowmajor ? (uint64_t)N : (uint64_t)K,
+                                      w_rowmajor ? (uint64_t)K : (uint64_t)N, ldw));
+        LT(cublasLtMatrixLayoutCreate(&lb, t, (uint64_t)K, (uint64_t)rows, x->stride[0]));
+        LT(cublasLtMatrixLayoutCreate(&lc, t, (uint64_t)N, (uint64_t)rows, N));
+        LT(cublasLtMatmulPreferenceCreate(&pref));
+        LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes,
+                                                sizeof ws_bytes));
+        LT(cublasLtMatmulAlgoGetHeuristic(g_lt, desc, la, lb, lc, lc, pref, 1, &res, &found));
+        if (s == CUBLAS_STATUS_SUCCESS && found > 0)
+            s = (int)cublasLtMatmul(g_lt, desc, &alpha, fg__data(w), la, fg__data(x), lb, &beta,
+                                    fg__data(out), lc, fg__data(out), lc, &res.algo, g_blas.workspace,
+                                    FG_CUBLAS_WORKSPACE, (cudaStream_t)fg__cuda_stream());
+    }
+#undef LT
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (lc) cublasLtMatrixLayoutDestroy(lc);
+    if (lb) cublasLtMatrixLayoutDestroy(lb);
+    if (la) cublasLtMatrixLayoutDestroy(la);
+    if (desc) cublasLtMatmulDescDestroy(desc);
+    pthread_mutex_unlock(&g_blas.mu);
+    if (st != FG_OK) return st;
+    /* No kernel for this case (or a shape the heuristic rejects): the caller falls back. */
+    if ((s == CUBLAS_STATUS_SUCCESS && found == 0) || s == CUBLAS_STATUS_NOT_SUPPORTED) return FG_ERR_UNSUPPORTED;
+    if (s != CUBLAS_STATUS_SUCCESS) return fg__cublas_check(op, s, detail);
+    return fg__cuda_check(op, (int)cudaGetLastError());
+}
+
 #else /* !FG_HAVE_CUDA */
 
 void fg__cublas_shutdown(void) {}
@@ -303,6 +398,13 @@ fg_status fg__cublas_check(const char *op, int status, const char *detail)
 
 fg_status fg__cuda_matmul(const char *op, fg_tensor *out, const fg_tensor *a, const fg_tensor *b, bool accumulate)
 {
+    return fg__err(FG_ERR_DEVICE, "%s: this build of flashgrad has no CUDA backend (configure --with-cuda)", op);
+}
+
+fg_status fg__cuda_linear_lt(const char *op, fg_tensor *out, const fg_tensor *x, const fg_tensor *w,
+                             const fg_tensor *b, bool gelu, fg_tensor *pre)
+{
+    (void)out, (void)x, (void)w, (void)b, (void)gelu, (void)pre;
     return fg__err(FG_ERR_DEVICE, "%s: this build of flashgrad has no CUDA backend (configure --with-cuda)", op);
 }
 #endif

@@ -40,6 +40,9 @@ int fg_cuda_device_count(void)
 
 bool fg_cuda_available(void) { return fg_cuda_device_count() > 0; }
 
+/* Host waits for the device (fg_cuda_memory_stats.n_host_syncs). */
+static atomic_llong g_host_syncs = 0;
+
 /* ---- the device-side sticky error record (internal.h) ----
  * Allocated with cudaMalloc (not the caching allocator: it lives until
  * fg_cuda_shutdown). g_rec_used stays false in programs that never ask for it,
@@ -122,6 +125,7 @@ static void error_record_release(void)
 fg_status fg_cuda_synchronize(void)
 {
     if (!fg_cuda_available()) return fg__err(FG_ERR_DEVICE, "fg_cuda_synchronize: no CUDA device");
+    atomic_fetch_add(&g_host_syncs, 1);
     fg_status st = cuda_status("fg_cuda_synchronize", cudaDeviceSynchronize());
     return st == FG_OK ? fg__cuda_check_error_record() : st;
 }
@@ -260,6 +264,7 @@ fg_status fg_cuda_get_memory_stats(fg_cuda_memory_stats *out)
     out->n_cuda_free = g_alloc.n_free;
     out->n_cache_hits = g_alloc.n_hits;
     pthread_mutex_unlock(&g_alloc.mu);
+    out->n_host_syncs = (int64_t)atomic_load(&g_host_syncs);
     return FG_OK;
 }
 
@@ -318,6 +323,7 @@ static bool stage_ready_locked(void)
 
 static fg_status staged_copy(void *dst, const void *src, size_t n, bool to_device)
 {
+    atomic_fetch_add(&g_host_syncs, 1);
     const char *what = to_device ? "copy host->device" : "copy device->host";
     cudaStream_t st = (cudaStream_t)fg__cuda_stream();
     pthread_mutex_lock(&g_stage.mu);

@@ -148,6 +148,13 @@ static fg_tensor *unary(fg_unary_op op, fg_tensor *a, double s)
         fg_free(out);
         return NULL;
     }
+    return fg__record_unary(op, s, a, out);
+}
+
+fg_tensor *fg__record_unary(int op_, double s, fg_tensor *a, fg_tensor *out)
+{
+    fg_unary_op op = (fg_unary_op)op_;
+    const char *name = unary_name[op];
     if (!fg__any_requires_grad(1, &a)) return out;
     fg_node *node = fg__record(name, unary_backward, 1, &a, 1, &out);
     if (!node) return out;

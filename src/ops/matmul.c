@@ -199,7 +199,38 @@ static fg_status linear_backward(fg_node *n, fg_tensor *const *go, fg_tensor **g
     return FG_OK;
 }
 
-/* On CUDA, two cuBLAS calls and no elementwise kernel: the bias is broadcast
+/* x (..., in) as a (rows, in) matrix header with unit column stride (for
+ * cuBLASLt), when its layout allows: 1-d, 2-d with rows of unit stride, or
+ * contiguous. */
+static bool rows_view(const fg_tensor *x, int64_t rows, fg_tensor *xv)
+{
+    int nd = x->ndim;
+    int64_t in = x->shape[nd - 1];
+    bool ok = nd == 1 ? x->stride[0] == 1 || in == 1 : nd == 2 ? x->stride[1] == 1 || in == 1 : fg_is_contiguous(x);
+    if (!ok) return false;
+    *xv = *x;
+    xv->ndim = 2;
+    xv->shape[0] = rows;
+    xv->shape[1] = in;
+    xv->stride[0] = nd == 2 && rows > 1 ? x->stride[0] : in;
+    xv->stride[1] = 1;
+    return xv->stride[0] >= in;
+}
+
+/* out (..., out_f) contiguous as a (rows, out_f) matrix header. */
+static fg_tensor matrix_of(const fg_tensor *out, int64_t rows, int64_t out_f)
+{
+    fg_tensor o2 = *out;
+    o2.ndim = 2;
+    o2.shape[0] = rows;
+    o2.shape[1] = out_f;
+    o2.stride[0] = out_f;
+    o2.stride[1] = 1;
+    return o2;
+}
+
+/* On CUDA: one cuBLASLt GEMM with the bias epilogue when x's layout allows.
+ * Otherwise two cuBLAS calls and no elementwise kernel: the bias is broadcast
  * into the result as the rank-1 product ones(rows, 1) @ b(1, out) (exact: 1 * b
  * in fp32), then x @ w is accumulated onto it (beta = 1), rounded once. */
 static fg_tensor *linear_cuda(fg_tensor *x, fg_tensor *w, fg_tensor *b, int nd, const int64_t *shape)
@@ -207,16 +238,22 @@ static fg_tensor *linear_cuda(fg_tensor *x, fg_tensor *w, fg_tensor *b, int nd, 
     int64_t out_f = w->shape[1], rows = 1;
     for (int d = 0; d < nd - 1; d++) rows *= shape[d];
     fg_tensor *out = fg__new("linear", nd, shape, x->dtype, x->device);
-    fg_tensor *ones = out ? fg__new("linear", FG_SHAPE(rows, 1), x->dtype, x->device) : NULL;
+    if (!out) return NULL;
+    fg_tensor xv, o2 = matrix_of(out, rows, out_f);
+    if (rows > 0 && rows_view(x, rows, &xv)) {
+        fg_status st = fg__cuda_linear_lt("linear", &o2, &xv, w, b, false, NULL);
+        if (st == FG_OK) return out;
+        if (st != FG_ERR_UNSUPPORTED) {
+            fg_free(out);
+            return NULL;
+        }
+    }
+    fg_tensor *ones = fg__new("linear", FG_SHAPE(rows, 1), x->dtype, x->device);
     if (!ones) goto fail;
     if (rows > 0 && fg__cuda_fill(fg__data(ones), ones->dtype, rows, 1.0) != FG_OK) goto fail;
-    /* out as a (rows, out) matrix, b as a (1, out) row */
-    fg_tensor o2 = *out, b2 = *b;
-    o2.ndim = b2.ndim = 2;
-    o2.shape[0] = rows;
-    o2.shape[1] = out_f;
-    o2.stride[0] = out_f;
-    o2.stride[1] = 1;
+    /* b as a (1, out) row */
+    fg_tensor b2 = *b;
+    b2.ndim = 2;
     b2.shape[0] = 1;
     b2.shape[1] = out_f;
     b2.stride[0] = out_f * b->stride[0];
@@ -251,9 +288,40 @@ fail:
     return NULL;
 }
 
-fg_tensor *fg_linear(fg_tensor *x, fg_tensor *w, fg_tensor *b)
+/* Shared argument checks of fg_linear and fg_linear_gelu. */
+static bool linear_args(const char *op, fg_tensor *x, fg_tensor *w, fg_tensor *b)
 {
     char s1[128], s2[128], s3[128];
+    if (!fg__check_same(op, x, w) || (b && !fg__check_same(op, x, b)) || !fg__check_float(op, x)) return false;
+    if (w->ndim != 2 || x->ndim < 1 || (b && b->ndim != 1)) {
+        fg__err(FG_ERR_DIM, "%s: expects x (..., in), w (in, out) and b (out); got x %s, w %s, b %s", op,
+                fg_shape_str(x, s1, sizeof s1), fg_shape_str(w, s2, sizeof s2), b ? fg_shape_str(b, s3, sizeof s3) : "NULL");
+        return false;
+    }
+    if (x->shape[x->ndim - 1] != w->shape[0] || (b && b->shape[0] != w->shape[1])) {
+        fg__err(FG_ERR_SHAPE, "%s: sizes do not fit: x %s, w %s, b %s (want x (..., in), w (in, out), b (out))", op,
+                fg_shape_str(x, s1, sizeof s1), fg_shape_str(w, s2, sizeof s2), b ? fg_shape_str(b, s3, sizeof s3) : "NULL");
+        return false;
+    }
+    return true;
+}
+
+/* The linear node for out = x @ w + b (saves x and w). Returns out, or NULL (out freed). */
+static fg_tensor *record_linear(fg_tensor *x, fg_tensor *w, fg_tensor *b, fg_tensor *out)
+{
+    fg_tensor *in[3] = {x, w, b};
+    if (!fg__any_requires_grad(3, in)) return out;
+    fg_node *node = fg__record("linear", linear_backward, 3, in, 1, &out);
+    if (node && (fg__save(node, x) < 0 || fg__save(node, w) < 0)) {
+        fg_free(out);
+        fg__err(FG_ERR_OOM, "linear: out of memory saving tensors for backward");
+        return NULL;
+    }
+    return out;
+}
+
+fg_tensor *fg_linear(fg_tensor *x, fg_tensor *w, fg_tensor *b)
+{
     if (!x) { fg__err_null("linear", "x"); return NULL; }
     if (!w) { fg__err_null("linear", "w"); return NULL; }
     fg_tensor *ops[3] = {x, w, b};
@@ -267,18 +335,7 @@ fg_tensor *fg_linear(fg_tensor *x, fg_tensor *w, fg_tensor *b)
         free_casts(3, ops, c);
         return r;
     }
-    if (!fg__check_same("linear", x, w) || (b && !fg__check_same("linear", x, b)) || !fg__check_float("linear", x))
-        return NULL;
-    if (w->ndim != 2 || x->ndim < 1 || (b && b->ndim != 1)) {
-        fg__err(FG_ERR_DIM, "linear: expects x (..., in), w (in, out) and b (out); got x %s, w %s, b %s",
-                fg_shape_str(x, s1, sizeof s1), fg_shape_str(w, s2, sizeof s2), b ? fg_shape_str(b, s3, sizeof s3) : "NULL");
-        return NULL;
-    }
-    if (x->shape[x->ndim - 1] != w->shape[0] || (b && b->shape[0] != w->shape[1])) {
-        fg__err(FG_ERR_SHAPE, "linear: sizes do not fit: x %s, w %s, b %s (want x (..., in), w (in, out), b (out))",
-                fg_shape_str(x, s1, sizeof s1), fg_shape_str(w, s2, sizeof s2), b ? fg_shape_str(b, s3, sizeof s3) : "NULL");
-        return NULL;
-    }
+    if (!linear_args("linear", x, w, b)) return NULL;
     if (!b) return fg_matmul(x, w);
     int nd = x->ndim;
     int64_t shape[FG_MAX_DIMS];
@@ -296,13 +353,63 @@ fg_tensor *fg_linear(fg_tensor *x, fg_tensor *w, fg_tensor *b)
         fg_set_grad_enabled(prev);
     }
     if (!out) return NULL;
-    fg_tensor *in[3] = {x, w, b};
-    if (!fg__any_requires_grad(3, in)) return out;
-    fg_node *node = fg__record("linear", linear_backward, 3, in, 1, &out);
-    if (node && (fg__save(node, x) < 0 || fg__save(node, w) < 0)) {
+    return record_linear(x, w, b, out);
+}
+
+fg_tensor *fg_linear_gelu(fg_tensor *x, fg_tensor *w, fg_tensor *b)
+{
+    static const char *op = "linear_gelu";
+    if (!x) { fg__err_null(op, "x"); return NULL; }
+    if (!w) { fg__err_null(op, "w"); return NULL; }
+    fg_tensor *ops[3] = {x, w, b};
+    fg_dtype ac = autocast_target(3, ops);
+    if (ac != FG_F32) {
+        fg_tensor *c[3];
+        if (fg_autocast_begin(FG_F32) != FG_OK) return NULL;
+        autocast_operands(ac, 3, ops, c);
+        fg_tensor *r = c[0] && c[1] && (c[2] || !b) ? fg_linear_gelu(c[0], c[1], c[2]) : NULL;
+        fg_autocast_end();
+        free_casts(3, ops, c);
+        return r;
+    }
+    if (!linear_args(op, x, w, b)) return NULL;
+    int nd = x->ndim;
+    int64_t shape[FG_MAX_DIMS], rows = 1, out_f = w->shape[1];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[nd - 1] = out_f;
+    for (int d = 0; d < nd - 1; d++) rows *= shape[d];
+    fg_tensor xv;
+    if (x->device == FG_CUDA && rows > 0 && rows_view(x, rows, &xv)) {
+        /* One cuBLASLt GEMM: GELU(x @ w + b) into out and, for the backward,
+         * the pre-activation into pre (the GELU node's saved input). */
+        bool grad = fg__any_requires_grad(3, ops);
+        fg_tensor *out = fg__new(op, nd, shape, x->dtype, x->device);
+        fg_tensor *pre = out && grad ? fg__new(op, nd, shape, x->dtype, x->device) : NULL;
+        if (!out || (grad && !pre)) goto fail;
+        fg_tensor o2 = matrix_of(out, rows, out_f), p2 = pre ? matrix_of(pre, rows, out_f) : o2;
+        fg_status st = fg__cuda_linear_lt(op, &o2, &xv, w, b, true, pre ? &p2 : NULL);
+        if (st == FG_OK) {
+            if (!pre) return out;
+            if (!record_linear(x, w, b, pre)) {
+                pre = NULL;
+                goto fail;
+            }
+            fg_tensor *r = fg__record_unary(FG_UN_GELU_TANH, 0, pre, out);
+            fg_free(pre); /* the GELU node keeps it */
+            return r;
+        }
+        if (st != FG_ERR_UNSUPPORTED) goto fail;
+        fg_free(pre);
         fg_free(out);
-        fg__err(FG_ERR_OOM, "linear: out of memory saving tensors for backward");
+        goto composite;
+    fail:
+        fg_free(pre);
+        fg_free(out);
         return NULL;
     }
+composite:; /* CPU (the reference), or a case cuBLASLt does not take */
+    fg_tensor *pre = fg_linear(x, w, b);
+    fg_tensor *out = pre ? fg_gelu(pre, true) : NULL;
+    fg_free(pre);
     return out;
 }
