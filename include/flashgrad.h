@@ -14,5 +14,6 @@
 #include <flashgrad/cublas.h>
 #include <flashgrad/autocast.h>
 #include <flashgrad/deterministic.h>
+#include <flashgrad/attention.h>
 
 #endif

@@ -63,6 +63,9 @@ fg_tensor *fg__view(const fg_tensor *base, int ndim, const int64_t *shape, const
                     int64_t offset);
 /* New contiguous tensor like t (shape, dtype, device). */
 fg_tensor *fg__new_like(const char *op, const fg_tensor *t);
+/* Registers a caller-owned tensor (e.g. one fg_keep moved out of an inner
+ * scope) in the current scope, as if created there; NULL (t freed) on OOM. */
+fg_tensor *fg__adopt(fg_tensor *t);
 /* Drops one reference without touching scope membership (internal owners only). */
 void fg__unref(fg_tensor *t);
 void fg__contiguous_strides(int ndim, const int64_t *shape, int64_t *stride);

@@ -72,6 +72,16 @@ fg_tensor *fg_keep(fg_tensor *t)
     return t;
 }
 
+fg_tensor *fg__adopt(fg_tensor *t)
+{
+    if (t && !t->scope && !scope_add(t)) {
+        fg_free(t);
+        fg__err(FG_ERR_OOM, "out of memory registering a tensor in its scope");
+        return NULL;
+    }
+    return t;
+}
+
 fg_tensor *fg_retain(fg_tensor *t)
 {
     if (t) t->refcount++;

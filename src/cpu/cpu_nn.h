@@ -67,4 +67,14 @@ fg_status fg_cpu_embedding_grad(fg_tensor *gw, const fg_tensor *idx, const fg_te
 void fg_cpu_dropout(fg_tensor *out, const fg_tensor *in, uint64_t seed, uint64_t base, uint32_t threshold,
                     bool drop_all, double scale);
 
+/* ---- flash attention (cpu/attention.c) ----
+ * q (B, Hq, Lq, D), k and v (B, Hkv, Lk, D), o (B, Hq, Lq, D): any strides;
+ * lse (B, Hq, Lq) contiguous, f32 (f64 for f64 inputs). The backward writes dq, dk, dv contiguous
+ * (shapes of q, k, v). False when scratch memory cannot be allocated. */
+bool fg_cpu_flash_fwd(const fg_tensor *q, const fg_tensor *k, const fg_tensor *v, fg_tensor *o, fg_tensor *lse,
+                      double scale, bool causal);
+bool fg_cpu_flash_bwd(const fg_tensor *q, const fg_tensor *k, const fg_tensor *v, const fg_tensor *o,
+                      const fg_tensor *lse, const fg_tensor *dout, fg_tensor *dq, fg_tensor *dk, fg_tensor *dv,
+                      double scale, bool causal);
+
 #endif

@@ -1,0 +1,163 @@
+/* CPU flash attention: the tiled online-softmax forward and the recomputing
+ * backward, in plain C. This is the readable reference of the GPU kernels'
+ * logic (same tiling, same statistics, same masking rules), with double
+ * accumulation. Tensors are read through their strides (any layout).
+ *
+ * Notation per (batch b, query head h): rows i of q (Lq of them), keys j of
+ * k/v (Lk), s_ij = scale q_i . k_j, visible when !causal or j <= i + Lk - Lq.
+ *   forward:  m_i = max_j s_ij, l_i = sum_j exp(s_ij - m_i),
+ *             o_i = sum_j exp(s_ij - m_i) v_j / l_i, LSE_i = m_i + log l_i
+ *   backward: p_ij = exp(s_ij - LSE_i), D_i = dO_i . o_i,
+ *             dv_j += p_ij dO_i, ds_ij = p_ij (dO_i . v_j - D_i),
+ *             dq_i += scale ds_ij k_j, dk_j += scale ds_ij q_i
+ * A row with no visible key: o_i = 0, LSE_i = +inf, so p = 0 and its
+ * gradients are 0. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "cpu/cpu_nn.h"
+
+enum { BR = 16, BC = 16 }; /* query rows x keys per tile, as a kernel would use */
+
+/* Element (b, h, l, d) of a 4-d tensor. */
+static inline int64_t at4(const fg_tensor *t, int64_t b, int64_t h, int64_t l, int64_t d)
+{
+    return b * t->stride[0] + h * t->stride[1] + l * t->stride[2] + d * t->stride[3];
+}
+
+/* Last key row i may see (exclusive bound), clipped to [0, Lk]. */
+static inline int64_t key_end(int64_t i, int64_t Lq, int64_t Lk, bool causal)
+{
+    if (!causal) return Lk;
+    int64_t e = i + Lk - Lq + 1;
+    return e < 0 ? 0 : e > Lk ? Lk : e;
+}
+
+bool fg_cpu_flash_fwd(const fg_tensor *q, const fg_tensor *k, const fg_tensor *v, fg_tensor *o, fg_tensor *lse,
+                      double scale, bool causal)
+{
+    const int64_t B = q->shape[0], Hq = q->shape[1], Lq = q->shape[2], D = q->shape[3];
+    const int64_t Hkv = k->shape[1], Lk = k->shape[2], G = Hq / Hkv;
+    const void *qp = fg__data(q), *kp = fg__data(k), *vp = fg__data(v);
+    void *op = fg__data(o);
+    double *acc = malloc(sizeof(double) * (size_t)(BR * (D > 0 ? D : 1))); /* (BR, D) */
+    if (!acc) return false;
+    double s[BR][BC], m[BR], l[BR];
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < Hq; h++) {
+            const int64_t hk = h / G;
+            for (int64_t i0 = 0; i0 < Lq; i0 += BR) {
+                const int64_t nr = Lq - i0 < BR ? Lq - i0 : BR;
+                for (int64_t r = 0; r < nr; r++) m[r] = -INFINITY, l[r] = 0;
+                memset(acc, 0, sizeof(double) * (size_t)(BR * D));
+                const int64_t jend = key_end(i0 + nr - 1, Lq, Lk, causal); /* the last row sees the most */
+                for (int64_t j0 = 0; j0 < jend; j0 += BC) {
+                    const int64_t nc = jend - j0 < BC ? jend - j0 : BC;
+                    for (int64_t r = 0; r < nr; r++) {
+                        const int64_t i = i0 + r, e = key_end(i, Lq, Lk, causal);
+                        double mb = -INFINITY;
+                        for (int64_t c = 0; c < nc; c++) {
+                            const int64_t j = j0 + c;
+                            double dot = 0;
+                            if (j < e)
+                                for (int64_t d = 0; d < D; d++)
+                                    dot += fg__ld(qp, q->dtype, at4(q, b, h, i, d)) * fg__ld(kp, k->dtype, at4(k, b, hk, j, d));
+                            s[r][c] = j < e ? scale * dot : -INFINITY;
+                            if (s[r][c] > mb) mb = s[r][c];
+                        }
+                        if (mb == -INFINITY) continue; /* nothing visible in this tile */
+                        /* online softmax: rescale what was summed against the old max */
+                        const double mn = mb > m[r] ? mb : m[r], alpha = exp(m[r] - mn); /* exp(-inf) = 0 */
+                        l[r] *= alpha;
+                        for (int64_t d = 0; d < D; d++) acc[r * D + d] *= alpha;
+                        for (int64_t c = 0; c < nc; c++) {
+                            if (s[r][c] == -INFINITY) continue;
+                            const double p = exp(s[r][c] - mn);
+                            l[r] += p;
+                            for (int64_t d = 0; d < D; d++)
+                                acc[r * D + d] += p * fg__ld(vp, v->dtype, at4(v, b, hk, j0 + c, d));
+                        }
+                        m[r] = mn;
+                    }
+                }
+                for (int64_t r = 0; r < nr; r++) {
+                    const int64_t i = i0 + r;
+                    const bool seen = l[r] > 0;
+                    for (int64_t d = 0; d < D; d++)
+                        fg__st(op, o->dtype, at4(o, b, h, i, d), seen ? acc[r * D + d] / l[r] : 0.0);
+                    fg__st(fg__data(lse), lse->dtype, (b * Hq + h) * Lq + i, seen ? m[r] + log(l[r]) : INFINITY);
+                }
+            }
+        }
+    free(acc);
+    return true;
+}
+
+bool fg_cpu_flash_bwd(const fg_tensor *q, const fg_tensor *k, const fg_tensor *v, const fg_tensor *o,
+                      const fg_tensor *lse, const fg_tensor *dout, fg_tensor *dq, fg_tensor *dk, fg_tensor *dv,
+                      double scale, bool causal)
+{
+    const int64_t B = q->shape[0], Hq = q->shape[1], Lq = q->shape[2], D = q->shape[3];
+    const int64_t Hkv = k->shape[1], Lk = k->shape[2], G = Hq / Hkv;
+    const void *qp = fg__data(q), *kp = fg__data(k), *vp = fg__data(v), *opp = fg__data(o), *gp = fg__data(dout);
+    /* fp64 accumulators: dq per query head, dk/dv per kv head (summed over its group) */
+    double *aq = calloc((size_t)(B * Hq * Lq * D) + 1, sizeof(double));
+    double *ak = calloc((size_t)(B * Hkv * Lk * D) + 1, sizeof(double));
+    double *av = calloc((size_t)(B * Hkv * Lk * D) + 1, sizeof(double));
+    double *Dr = calloc((size_t)Lq + 1, sizeof(double));
+    if (!aq || !ak || !av || !Dr) {
+        free(aq), free(ak), free(av), free(Dr);
+        return false;
+    }
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < Hq; h++) {
+            const int64_t hk = h / G;
+            const int64_t L0 = (b * Hq + h) * Lq;
+#define L(i) fg__ld(fg__data(lse), lse->dtype, L0 + (i))
+            for (int64_t i = 0; i < Lq; i++) { /* preprocess: D_i = dO_i . o_i */
+                double t = 0;
+                for (int64_t d = 0; d < D; d++)
+                    t += fg__ld(gp, dout->dtype, at4(dout, b, h, i, d)) * fg__ld(opp, o->dtype, at4(o, b, h, i, d));
+                Dr[i] = t;
+            }
+            double *gq = aq + (b * Hq + h) * Lq * D, *gk = ak + (b * Hkv + hk) * Lk * D,
+                   *gv = av + (b * Hkv + hk) * Lk * D;
+            /* key tiles outer (a kernel block owns dk/dv of its tile), query tiles inner */
+            for (int64_t j0 = 0; j0 < Lk; j0 += BC) {
+                const int64_t nc = Lk - j0 < BC ? Lk - j0 : BC;
+                for (int64_t i0 = 0; i0 < Lq; i0 += BR) {
+                    const int64_t nr = Lq - i0 < BR ? Lq - i0 : BR;
+                    if (key_end(i0 + nr - 1, Lq, Lk, causal) <= j0) continue; /* tile fully masked */
+                    for (int64_t r = 0; r < nr; r++) {
+                        const int64_t i = i0 + r, e = key_end(i, Lq, Lk, causal);
+                        if (L(i) == INFINITY) continue; /* row sees no key: p = 0 */
+                        for (int64_t c = 0; c < nc && j0 + c < e; c++) {
+                            const int64_t j = j0 + c;
+                            double dot = 0, dp = 0;
+                            for (int64_t d = 0; d < D; d++) {
+                                dot += fg__ld(qp, q->dtype, at4(q, b, h, i, d)) * fg__ld(kp, k->dtype, at4(k, b, hk, j, d));
+                                dp += fg__ld(gp, dout->dtype, at4(dout, b, h, i, d)) *
+                                      fg__ld(vp, v->dtype, at4(v, b, hk, j, d));
+                            }
+                            const double p = exp(scale * dot - L(i)); /* recomputed, never stored */
+                            const double ds = p * (dp - Dr[i]);
+                            for (int64_t d = 0; d < D; d++) {
+                                gv[j * D + d] += p * fg__ld(gp, dout->dtype, at4(dout, b, h, i, d));
+                                gk[j * D + d] += scale * ds * fg__ld(qp, q->dtype, at4(q, b, h, i, d));
+                                gq[i * D + d] += scale * ds * fg__ld(kp, k->dtype, at4(k, b, hk, j, d));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+#undef L
+    /* round once into the (contiguous) outputs */
+    for (int64_t n = 0; n < B * Hq * Lq * D; n++) fg__st(fg__data(dq), dq->dtype, n, aq[n]);
+    for (int64_t n = 0; n < B * Hkv * Lk * D; n++) {
+        fg__st(fg__data(dk), dk->dtype, n, ak[n]);
+        fg__st(fg__data(dv), dv->dtype, n, av[n]);
+    }
+    free(aq), free(ak), free(av), free(Dr);
+    return true;
+}
