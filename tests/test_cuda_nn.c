@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "cudatest.h"
+#include <flashgrad/attention.h>
 
 static double tol_fwd(fg_dtype dt)
 {
@@ -526,6 +527,50 @@ START_TEST(test_deterministic)
 }
 END_TEST
 
+/* ---- attention ----
+ * The math backend on CUDA (cuBLAS matmuls, CUDA softmax) against the CPU flash
+ * backend in f64 (the reference), forward, LSE and the three gradients; f32
+ * tolerance: a chain of two f32 GEMMs and a softmax (~1e-6 relative). The CUDA
+ * flash kernels are not built yet: FLASH on CUDA is a clear error. */
+START_TEST(test_attention_math_cuda)
+{
+    BEGIN;
+    static const int64_t cases[][7] = {/* B, Hq, Hkv, Lq, Lk, D, causal */
+                                       {2, 4, 2, 13, 13, 8, 1}, {1, 12, 4, 19, 23, 16, 0}, {1, 4, 1, 17, 5, 32, 1},
+                                       {2, 2, 2, 1, 37, 64, 1}};
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        const int64_t *k_ = cases[c];
+        fg_tensor *q64 = rnd(gen, FG_SHAPE(k_[0], k_[1], k_[3], k_[5]), FG_F64, 1.0);
+        fg_tensor *k64 = rnd(gen, FG_SHAPE(k_[0], k_[2], k_[4], k_[5]), FG_F64, 1.0);
+        fg_tensor *v64 = rnd(gen, FG_SHAPE(k_[0], k_[2], k_[4], k_[5]), FG_F64, 1.0);
+        fg_tensor *g64 = rnd(gen, FG_SHAPE(k_[0], k_[1], k_[3], k_[5]), FG_F64, 1.0);
+        pair q = leaf(q64), k = leaf(k64), v = leaf(v64);
+        fg_tensor *qd = fg_to(q.dev, FG_CUDA, FG_F32), *kd = fg_to(k.dev, FG_CUDA, FG_F32),
+                  *vd = fg_to(v.dev, FG_CUDA, FG_F32);
+        fg_attention_opts flash = {.causal = k_[6] != 0, .backend = FG_ATTN_FLASH},
+                          math = {.causal = k_[6] != 0, .backend = FG_ATTN_MATH};
+        fg_tensor *lc, *ld;
+        fg_tensor *yc = fg_attention_lse(q.cpu, k.cpu, v.cpu, &flash, &lc);
+        fg_tensor *yd = fg_attention_lse(qd, kd, vd, &math, &ld);
+        ck_assert_msg(yd != NULL, "attention math cuda: %s", fg_last_error());
+        ck_matches(yd, yc, 2e-5, 1e-5, "attention math cuda out");
+        ck_matches(ld, lc, 2e-5, 1e-5, "attention math cuda lse");
+        ck_assert_int_eq(fg_backward_with_grad(yc, g64), FG_OK);
+        ck_assert_msg(fg_backward_with_grad(yd, to_cuda(fg_to(g64, FG_CPU, FG_F32), false)) == FG_OK,
+                      "attention math cuda backward: %s", fg_last_error());
+        ck_matches(fg_grad(q.dev), fg_grad(q.cpu), 5e-5, 2e-5, "attention dq");
+        ck_matches(fg_grad(k.dev), fg_grad(k.cpu), 5e-5, 2e-5, "attention dk");
+        ck_matches(fg_grad(v.dev), fg_grad(v.cpu), 5e-5, 2e-5, "attention dv");
+        /* AUTO runs math on CUDA; FLASH names what is missing */
+        ck_assert_ptr_nonnull(fg_attention(qd, kd, vd, NULL));
+        fg_clear_error();
+        ck_assert_ptr_null(fg_attention(qd, kd, vd, &flash));
+        ck_err(FG_ERR_UNSUPPORTED, "flash", "cuda");
+    }
+    END;
+}
+END_TEST
+
 static Suite *mk(void)
 {
     Suite *s = suite_create("cuda_nn");
@@ -543,6 +588,7 @@ static Suite *mk(void)
     tcase_add_test(tc, test_rmsnorm);
     tcase_add_test(tc, test_norm_strided_and_shapes);
     tcase_add_test(tc, test_deterministic);
+    tcase_add_test(tc, test_attention_math_cuda);
     suite_add_tcase(s, tc);
     return s;
 }
