@@ -320,21 +320,27 @@ static fg_tensor *record_linear(fg_tensor *x, fg_tensor *w, fg_tensor *b, fg_ten
     return out;
 }
 
+/* f (fg_linear or fg_linear_gelu) on x, w, b (ops) cast to autocast dtype ac,
+ * inside an f32 autocast scope so that f does not cast again. */
+static fg_tensor *linear_autocast(fg_tensor *(*f)(fg_tensor *, fg_tensor *, fg_tensor *), fg_dtype ac,
+                                  fg_tensor *const *ops)
+{
+    fg_tensor *c[3];
+    if (fg_autocast_begin(FG_F32) != FG_OK) return NULL;
+    autocast_operands(ac, 3, ops, c);
+    fg_tensor *r = c[0] && c[1] && (c[2] || !ops[2]) ? f(c[0], c[1], c[2]) : NULL;
+    fg_autocast_end();
+    free_casts(3, ops, c);
+    return r;
+}
+
 fg_tensor *fg_linear(fg_tensor *x, fg_tensor *w, fg_tensor *b)
 {
     if (!x) { fg__err_null("linear", "x"); return NULL; }
     if (!w) { fg__err_null("linear", "w"); return NULL; }
     fg_tensor *ops[3] = {x, w, b};
     fg_dtype ac = autocast_target(3, ops);
-    if (ac != FG_F32) {
-        fg_tensor *c[3];
-        if (fg_autocast_begin(FG_F32) != FG_OK) return NULL;
-        autocast_operands(ac, 3, ops, c);
-        fg_tensor *r = c[0] && c[1] && (c[2] || !b) ? fg_linear(c[0], c[1], c[2]) : NULL;
-        fg_autocast_end();
-        free_casts(3, ops, c);
-        return r;
-    }
+    if (ac != FG_F32) return linear_autocast(fg_linear, ac, ops);
     if (!linear_args("linear", x, w, b)) return NULL;
     if (!b) return fg_matmul(x, w);
     int nd = x->ndim;
@@ -363,15 +369,7 @@ fg_tensor *fg_linear_gelu(fg_tensor *x, fg_tensor *w, fg_tensor *b)
     if (!w) { fg__err_null(op, "w"); return NULL; }
     fg_tensor *ops[3] = {x, w, b};
     fg_dtype ac = autocast_target(3, ops);
-    if (ac != FG_F32) {
-        fg_tensor *c[3];
-        if (fg_autocast_begin(FG_F32) != FG_OK) return NULL;
-        autocast_operands(ac, 3, ops, c);
-        fg_tensor *r = c[0] && c[1] && (c[2] || !b) ? fg_linear_gelu(c[0], c[1], c[2]) : NULL;
-        fg_autocast_end();
-        free_casts(3, ops, c);
-        return r;
-    }
+    if (ac != FG_F32) return linear_autocast(fg_linear_gelu, ac, ops);
     if (!linear_args(op, x, w, b)) return NULL;
     int nd = x->ndim;
     int64_t shape[FG_MAX_DIMS], rows = 1, out_f = w->shape[1];
