@@ -4,33 +4,13 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 #include "fg_kernels.h"
+#include "k_common.cuh"
 
 namespace {
 
-// Matches fg_dtype's order: f32, f64, bf16, f16, i32, i64.
-__device__ __forceinline__ double load_as_double(const void *p, int dt, int64_t i)
-{
-    switch (dt) {
-    case 0: return static_cast<const float *>(p)[i];
-    case 1: return static_cast<const double *>(p)[i];
-    case 2: return __bfloat162float(static_cast<const __nv_bfloat16 *>(p)[i]);
-    case 3: return __half2float(static_cast<const __half *>(p)[i]);
-    case 4: return static_cast<const int32_t *>(p)[i];
-    default: return static_cast<double>(static_cast<const int64_t *>(p)[i]);
-    }
-}
-
-__device__ __forceinline__ void store_from_double(void *p, int dt, int64_t i, double v)
-{
-    switch (dt) {
-    case 0: static_cast<float *>(p)[i] = static_cast<float>(v); break;
-    case 1: static_cast<double *>(p)[i] = v; break;
-    case 2: static_cast<__nv_bfloat16 *>(p)[i] = __float2bfloat16_rn(static_cast<float>(v)); break;
-    case 3: static_cast<__half *>(p)[i] = __float2half_rn(static_cast<float>(v)); break;
-    case 4: static_cast<int32_t *>(p)[i] = static_cast<int32_t>(v); break;
-    default: static_cast<int64_t *>(p)[i] = static_cast<int64_t>(v); break;
-    }
-}
+using fgk::grid_for;
+using fgk::ld_d;
+using fgk::st_d;
 
 struct Layout {
     int ndim;
@@ -41,14 +21,13 @@ struct Layout {
 
 __global__ void fill_kernel(void *dst, int dt, int64_t n, double value)
 {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        store_from_double(dst, dt, i, value);
+    FGK_GRID_STRIDE(i, n) st_d(dst, dt, i, value);
 }
 
 // Integer copies go through int64 directly so large i64 values stay exact.
 __global__ void copy_kernel(void *dst, int ddt, const void *src, int sdt, Layout l, int64_t n)
 {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    FGK_GRID_STRIDE(i, n) {
         int64_t rem = i, doff = 0, soff = 0;
         for (int d = l.ndim - 1; d >= 0; d--) {
             int64_t c = rem % l.shape[d];
@@ -59,14 +38,8 @@ __global__ void copy_kernel(void *dst, int ddt, const void *src, int sdt, Layout
         if (ddt == 5 && sdt == 5)
             static_cast<int64_t *>(dst)[doff] = static_cast<const int64_t *>(src)[soff];
         else
-            store_from_double(dst, ddt, doff, load_as_double(src, sdt, soff));
+            st_d(dst, ddt, doff, ld_d(src, sdt, soff));
     }
-}
-
-int grid_for(int64_t n)
-{
-    int64_t g = (n + 255) / 256;
-    return static_cast<int>(g < 65535 ? (g > 0 ? g : 1) : 65535);
 }
 
 } // namespace

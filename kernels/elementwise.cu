@@ -342,24 +342,11 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // ---- host side ----
-int num_sms()
-{
-    static const int sms = [] {
-        int dev = 0, v = 0;
-        if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
-            cudaGetLastError();
-            v = 0;
-        }
-        return v > 0 ? v : 132;
-    }();
-    return sms;
-}
-
 // Grid-stride grids: enough blocks to fill every SM (8 x 256 threads each), no more.
 unsigned grid_for(int64_t work)
 {
     int64_t g = (work + kThreads - 1) / kThreads;
-    int64_t cap = static_cast<int64_t>(num_sms()) * (2048 / kThreads);
+    int64_t cap = static_cast<int64_t>(fgk::sm_count()) * (2048 / kThreads);
     if (g > cap) g = cap;
     return static_cast<unsigned>(g > 0 ? g : 1);
 }

@@ -4,31 +4,14 @@
 #include <cuda_runtime.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
-#include <cub/device/device_radix_sort.cuh>
 #include <stdint.h>
 #include "fg_kernels.h"
 #include "k_common.cuh"
+#include "k_sort.cuh"
 
 namespace {
 
 using namespace fgk; // dtype codes, ld_index, ld_d
-
-// double -> float dtype as the CPU's fg__st (through float for bf16/f16).
-__device__ __forceinline__ void st_f(void *p, int dt, int64_t i, double v)
-{
-    switch (dt) {
-    case DT_F32: static_cast<float *>(p)[i] = __double2float_rn(v); break;
-    case DT_F64: static_cast<double *>(p)[i] = v; break;
-    case DT_BF16: static_cast<__nv_bfloat16 *>(p)[i] = __float2bfloat16_rn(__double2float_rn(v)); break;
-    default: static_cast<__half *>(p)[i] = __float2half_rn(__double2float_rn(v)); break;
-    }
-}
-
-int grid_for(int64_t work, int threads = 256)
-{
-    int64_t g = (work + threads - 1) / threads;
-    return static_cast<int>(g < 65535 ? (g > 0 ? g : 1) : 65535);
-}
 
 // ---- forward: row gather ----
 
@@ -42,8 +25,7 @@ __global__ void gather_rows_kernel(V *out, const V *a, int64_t outer, int64_t L,
                                    int code)
 {
     int64_t total = outer * L * inner;
-    for (int64_t f = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; f < total;
-         f += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    FGK_GRID_STRIDE(f, total) {
         int64_t row = f / inner, t = f - row * inner;
         int64_t o = row / L, j = row - o * L;
         int64_t r = ld_index(index, idt, j * istride);
@@ -71,8 +53,7 @@ __global__ void emb_fwd_strided_kernel(E *out, const E *a, int64_t n, int64_t D,
                                        const void *index, int idt, int64_t rows, int64_t *rec)
 {
     int64_t total = n * D;
-    for (int64_t f = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; f < total;
-         f += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    FGK_GRID_STRIDE(f, total) {
         int64_t k = f / D, j = f - k * D;
         int64_t r = ld_index(index, idt, k);
         if (r < 0 || r >= rows) {
@@ -104,8 +85,7 @@ __global__ void emb_bwd_atomic_kernel(A *acc, const void *gy, int dt, const void
                                       int64_t V)
 {
     int64_t total = n * D;
-    for (int64_t f = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; f < total;
-         f += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    FGK_GRID_STRIDE(f, total) {
         int64_t k = f / D, j = f - k * D;
         int64_t r = ld_index(index, idt, k);
         if (r < 0 || r >= V) continue;
@@ -113,19 +93,11 @@ __global__ void emb_bwd_atomic_kernel(A *acc, const void *gy, int dt, const void
     }
 }
 
-__global__ void f32_to_dtype_kernel(void *dst, int dt, const float *src, int64_t n)
-{
-    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-         i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-        st_f(dst, dt, i, src[i]);
-}
-
 // Key V for an out-of-range index: sorted after every valid row, then skipped.
 __global__ void emb_keys_kernel(unsigned long long *keys, long long *vals, const void *index, int idt, int64_t n,
                                 int64_t V)
 {
-    for (int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; k < n;
-         k += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    FGK_GRID_STRIDE(k, n) {
         int64_t r = ld_index(index, idt, k);
         keys[k] = static_cast<unsigned long long>(r < 0 || r >= V ? V : r);
         vals[k] = k;
@@ -143,60 +115,12 @@ __global__ void emb_bwd_sorted_kernel(void *gw, int dt, const void *gy, const un
         unsigned long long r = keys[m];
         if (r >= static_cast<unsigned long long>(V)) break; // out-of-range keys sort last
         if (m > 0 && keys[m - 1] == r) continue; // not the start of a run (uniform across the block)
-        for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < D;
-             j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+        FGK_GRID_STRIDE(j, D) {
             double acc = 0.0;
             for (int64_t q = m; q < n && keys[q] == r; q++) acc += ld_d(gy, dt, vals[q] * D + j);
-            st_f(gw, dt, static_cast<int64_t>(r) * D + j, acc);
+            st_d(gw, dt, static_cast<int64_t>(r) * D + j, acc);
         }
     }
-}
-
-// Scratch layout (each piece 256-byte aligned); with base == nullptr it only
-// measures.
-struct Carve {
-    char *base;
-    size_t used;
-    template <typename T> T *take(size_t count)
-    {
-        size_t off = (used + 255) & ~static_cast<size_t>(255);
-        used = off + count * sizeof(T);
-        return base ? reinterpret_cast<T *>(base + off) : nullptr;
-    }
-};
-
-int bits_for(int64_t v) // bits needed for values in [0, v)
-{
-    int b = 1;
-    while (b < 63 && (static_cast<int64_t>(1) << b) < v) b++;
-    return b;
-}
-
-struct EmbPlan {
-    unsigned long long *kin, *kout;
-    long long *vin, *vout;
-    float *acc;
-    void *temp;
-    size_t temp_bytes;
-};
-
-// Carves the scratch for the given arguments (measure only when base is null).
-cudaError_t emb_plan(Carve &c, EmbPlan &p, bool det, int dtype, int64_t n, int64_t V, int64_t D, cudaStream_t s)
-{
-    p = EmbPlan{};
-    if (det) {
-        p.kin = c.take<unsigned long long>(static_cast<size_t>(n));
-        p.kout = c.take<unsigned long long>(static_cast<size_t>(n));
-        p.vin = c.take<long long>(static_cast<size_t>(n));
-        p.vout = c.take<long long>(static_cast<size_t>(n));
-        cudaError_t e = cub::DeviceRadixSort::SortPairs(nullptr, p.temp_bytes, p.kin, p.kout, p.vin, p.vout, n, 0,
-                                                        bits_for(V + 1), s);
-        if (e != cudaSuccess) return e;
-        p.temp = c.take<char>(p.temp_bytes);
-    } else if (dtype == DT_BF16 || dtype == DT_F16) {
-        p.acc = c.take<float>(static_cast<size_t>(V * D));
-    }
-    return cudaSuccess;
 }
 
 } // namespace
@@ -242,8 +166,8 @@ extern "C" int fg_k_embedding_backward_scratch(int deterministic, int dtype, int
                                                size_t *bytes)
 {
     Carve c{nullptr, 0};
-    EmbPlan p;
-    cudaError_t e = emb_plan(c, p, deterministic != 0, dtype, n, V, D, nullptr);
+    SortPlan p;
+    cudaError_t e = sort_plan(c, p, deterministic != 0, n, V, is_half(dtype) ? V * D : 0, nullptr);
     *bytes = c.used;
     return static_cast<int>(e);
 }
@@ -259,15 +183,15 @@ extern "C" int fg_k_embedding_backward(void *gw, int dtype, int64_t V, int64_t D
     cudaError_t e = cudaMemsetAsync(gw, 0, static_cast<size_t>(V * D) * es, s);
     if (e != cudaSuccess || n <= 0) return static_cast<int>(e);
     Carve c{static_cast<char *>(scratch), 0};
-    EmbPlan p;
-    e = emb_plan(c, p, deterministic != 0, dtype, n, V, D, s);
+    SortPlan p;
+    e = sort_plan(c, p, deterministic != 0, n, V, is_half(dtype) ? V * D : 0, s);
     if (e != cudaSuccess) return static_cast<int>(e);
     if (c.used > scratch_bytes || (c.used > 0 && !scratch)) return static_cast<int>(cudaErrorInvalidValue);
     if (deterministic) {
         emb_keys_kernel<<<grid_for(n), 256, 0, s>>>(p.kin, p.vin, index, index_dtype, n, V);
         if ((e = cudaGetLastError()) != cudaSuccess) return static_cast<int>(e);
         // A stable sort: equal rows keep their positions in increasing order.
-        e = cub::DeviceRadixSort::SortPairs(p.temp, p.temp_bytes, p.kin, p.kout, p.vin, p.vout, n, 0, bits_for(V + 1), s);
+        e = sort_pairs(p, n, V, s);
         if (e != cudaSuccess) return static_cast<int>(e);
         dim3 grid(static_cast<unsigned>(grid_for(D, 128)), static_cast<unsigned>(n < 65535 ? n : 65535));
         emb_bwd_sorted_kernel<<<grid, 128, 0, s>>>(gw, dtype, gy, p.kout, p.vout, n, D, V);
@@ -284,7 +208,7 @@ extern "C" int fg_k_embedding_backward(void *gw, int dtype, int64_t V, int64_t D
         if (e != cudaSuccess) return static_cast<int>(e);
         emb_bwd_atomic_kernel<float><<<grid_for(n * D), 256, 0, s>>>(p.acc, gy, dtype, index, index_dtype, n, D, V);
         if ((e = cudaGetLastError()) != cudaSuccess) return static_cast<int>(e);
-        f32_to_dtype_kernel<<<grid_for(V * D), 256, 0, s>>>(gw, dtype, p.acc, V * D);
+        from_f32_kernel<<<grid_for(V * D), 256, 0, s>>>(gw, dtype, p.acc, V * D);
     }
     return static_cast<int>(cudaGetLastError());
 }

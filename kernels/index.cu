@@ -5,11 +5,11 @@
 #include <cuda_runtime.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
-#include <cub/device/device_radix_sort.cuh>
 #include <cub/device/device_segmented_sort.cuh>
 #include <stdint.h>
 #include "fg_kernels.h"
 #include "k_common.cuh"
+#include "k_sort.cuh"
 
 namespace {
 
@@ -18,25 +18,6 @@ using namespace fgk; // dtype codes, ld_index, ld_d
 
 __host__ __device__ __forceinline__ int dtype_size(int dt) { return dt == DT_F64 || dt == DT_I64 ? 8 : dt == DT_F32 || dt == DT_I32 ? 4 : 2; }
 
-// The CPU's fg__st: rounds once (through float for bf16/f16), saturates integers (NaN -> 0).
-__device__ __forceinline__ void st_d(void *p, int dt, int64_t i, double v)
-{
-    switch (dt) {
-    case DT_F32: static_cast<float *>(p)[i] = __double2float_rn(v); break;
-    case DT_F64: static_cast<double *>(p)[i] = v; break;
-    case DT_BF16: static_cast<__nv_bfloat16 *>(p)[i] = __float2bfloat16_rn(__double2float_rn(v)); break;
-    case DT_F16: static_cast<__half *>(p)[i] = __float2half_rn(__double2float_rn(v)); break;
-    case DT_I32:
-        static_cast<int32_t *>(p)[i] = v != v ? 0 : v >= 2147483647.0 ? INT32_MAX : v <= -2147483648.0 ? INT32_MIN
-                                                                                                          : static_cast<int32_t>(v);
-        break;
-    default:
-        static_cast<int64_t *>(p)[i] = v != v ? 0 : v >= 9223372036854775807.0 ? INT64_MAX
-                                                 : v <= -9223372036854775808.0 ? INT64_MIN
-                                                                               : static_cast<int64_t>(v);
-        break;
-    }
-}
 
 __device__ __forceinline__ void copy_elem(void *dst, int64_t di, const void *src, int64_t si, int esz)
 {
@@ -47,35 +28,6 @@ __device__ __forceinline__ void copy_elem(void *dst, int64_t di, const void *src
     }
 }
 
-#define GRID_STRIDE(i, n)                                                                          \
-    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n);      \
-         i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-
-int grid_for(int64_t work, int threads = 256)
-{
-    int64_t g = (work + threads - 1) / threads;
-    return static_cast<int>(g < 65535 ? (g > 0 ? g : 1) : 65535);
-}
-
-int bits_for(int64_t v) // bits needed for values in [0, v)
-{
-    int b = 1;
-    while (b < 63 && (static_cast<int64_t>(1) << b) < v) b++;
-    return b;
-}
-
-// Scratch layout (each piece 256-byte aligned); with base == nullptr it only measures.
-struct Carve {
-    char *base;
-    size_t used;
-    template <typename T> T *take(size_t count)
-    {
-        size_t off = (used + 255) & ~static_cast<size_t>(255);
-        used = off + count * sizeof(T);
-        return base ? reinterpret_cast<T *>(base + off) : nullptr;
-    }
-};
-
 // ---- gather ----
 
 // out and idx share a shape; a's coordinate `dim` comes from idx. A bad index
@@ -84,7 +36,7 @@ struct Carve {
 __global__ void gather_kernel(fg_k_tensor out, fg_k_tensor a, int dim, fg_k_tensor idx, int esz, int64_t *rec,
                               int code, int pos_dim)
 {
-    GRID_STRIDE(f, out.numel)
+    FGK_GRID_STRIDE(f, out.numel)
     {
         int64_t rem = f, oo = 0, io = 0, ao = 0, pos = f;
         for (int d = out.ndim - 1; d >= 0; d--) {
@@ -144,7 +96,7 @@ __device__ __forceinline__ bool scatter_offsets(int64_t p, const fg_k_tensor &ou
 __global__ void scatter_keys_kernel(fg_k_tensor out, int dim, fg_k_tensor idx, fg_k_tensor src,
                                     unsigned long long *keys, long long *vals, int64_t *rec, int code)
 {
-    GRID_STRIDE(p, idx.numel)
+    FGK_GRID_STRIDE(p, idx.numel)
     {
         int64_t t, so;
         if (!scatter_offsets(p, out, dim, idx, src, &t, &so, rec, code)) t = out.numel;
@@ -159,7 +111,7 @@ __global__ void scatter_keys_kernel(fg_k_tensor out, int dim, fg_k_tensor idx, f
 __global__ void scatter_sorted_kernel(fg_k_tensor out, fg_k_tensor src, const unsigned long long *keys,
                                       const long long *vals, int64_t n, bool add)
 {
-    GRID_STRIDE(m, n)
+    FGK_GRID_STRIDE(m, n)
     {
         unsigned long long t = keys[m];
         if (t >= static_cast<unsigned long long>(out.numel)) continue; // a bad index
@@ -181,22 +133,12 @@ template <typename A>
 __global__ void scatter_add_atomic_kernel(A *acc, fg_k_tensor out, int dim, fg_k_tensor idx, fg_k_tensor src,
                                           int64_t *rec)
 {
-    GRID_STRIDE(p, idx.numel)
+    FGK_GRID_STRIDE(p, idx.numel)
     {
         int64_t t, so;
         if (!scatter_offsets(p, out, dim, idx, src, &t, &so, rec, FG_K_ERR_SCATTER_ADD)) continue;
         atomicAdd(acc + t, static_cast<A>(ld_d(src.data, src.dtype, so)));
     }
-}
-
-// f32 accumulator <-> a contiguous bf16/f16 tensor.
-__global__ void to_f32_kernel(float *dst, const void *src, int dt, int64_t n)
-{
-    GRID_STRIDE(i, n) dst[i] = static_cast<float>(ld_d(src, dt, i));
-}
-__global__ void from_f32_kernel(void *dst, int dt, const float *src, int64_t n)
-{
-    GRID_STRIDE(i, n) st_d(dst, dt, i, src[i]);
 }
 
 // ---- index_add ----
@@ -223,7 +165,7 @@ template <typename A>
 __global__ void index_add_atomic_kernel(A *acc, fg_k_tensor out, int dim, fg_k_tensor idx, int64_t istride,
                                         fg_k_tensor src, int64_t *rec)
 {
-    GRID_STRIDE(f, src.numel)
+    FGK_GRID_STRIDE(f, src.numel)
     {
         int64_t rem = f, so = 0, to = 0, j = 0;
         for (int d = src.ndim - 1; d >= 0; d--) {
@@ -249,7 +191,7 @@ __global__ void index_add_atomic_kernel(A *acc, fg_k_tensor out, int dim, fg_k_t
 __global__ void index_keys_kernel(fg_k_tensor idx, int64_t istride, int64_t L, int64_t dim_size,
                                   unsigned long long *keys, long long *vals, int64_t *rec)
 {
-    GRID_STRIDE(j, L)
+    FGK_GRID_STRIDE(j, L)
     {
         int64_t v = ld_index(idx.data, idx.dtype, j * istride);
         if (v < 0 || v >= dim_size) {
@@ -273,7 +215,7 @@ __global__ void index_add_sorted_kernel(fg_k_tensor out, int dim, fg_k_tensor sr
         unsigned long long t = keys[m];
         if (t >= static_cast<unsigned long long>(out.shape[dim])) break; // bad indices sort last
         if (m > 0 && keys[m - 1] == t) continue;                         // uniform across the block
-        GRID_STRIDE(e, ne)
+        FGK_GRID_STRIDE(e, ne)
         {
             int64_t o = e / inner, i = e - o * inner;
             int64_t to = corner_offset(o, i, out, dim) + static_cast<int64_t>(t) * out.stride[dim];
@@ -285,36 +227,6 @@ __global__ void index_add_sorted_kernel(fg_k_tensor out, int dim, fg_k_tensor sr
     }
 }
 
-struct SortPlan {
-    unsigned long long *kin, *kout;
-    long long *vin, *vout;
-    float *acc;
-    void *temp;
-    size_t temp_bytes;
-};
-
-// Scratch for a sort of n (key <= key_limit, value) pairs, or for an f32
-// accumulator of acc_n elements.
-cudaError_t sort_plan(Carve &c, SortPlan &p, bool sorted, int64_t n, int64_t key_limit, int64_t acc_n, cudaStream_t s)
-{
-    p = SortPlan{};
-    if (sorted) {
-        p.kin = c.take<unsigned long long>(static_cast<size_t>(n));
-        p.kout = c.take<unsigned long long>(static_cast<size_t>(n));
-        p.vin = c.take<long long>(static_cast<size_t>(n));
-        p.vout = c.take<long long>(static_cast<size_t>(n));
-        cudaError_t e = cub::DeviceRadixSort::SortPairs(nullptr, p.temp_bytes, p.kin, p.kout, p.vin, p.vout, n, 0,
-                                                        bits_for(key_limit + 1), s);
-        if (e != cudaSuccess) return e;
-        p.temp = c.take<char>(p.temp_bytes);
-    } else if (acc_n > 0) {
-        p.acc = c.take<float>(static_cast<size_t>(acc_n));
-    }
-    return cudaSuccess;
-}
-
-bool is_int(int dt) { return dt == DT_I32 || dt == DT_I64; }
-bool is_half(int dt) { return dt == DT_BF16 || dt == DT_F16; }
 
 // ---- topk ----
 
@@ -394,7 +306,7 @@ __global__ void topk_bitonic_kernel(fg_k_tensor values, fg_k_tensor indices, fg_
 __global__ void topk_keys_kernel(fg_k_tensor a, int dim, bool largest, int64_t rows, int64_t inner, int64_t n,
                                  unsigned long long *keys, int *vals, long long *offsets)
 {
-    GRID_STRIDE(f, rows * n)
+    FGK_GRID_STRIDE(f, rows * n)
     {
         int64_t row = f / n, t = f - row * n;
         keys[f] = topk_key(ld_d(a.data, a.dtype, row_base(row, inner, a, dim) + t * a.stride[dim]), largest);
@@ -408,7 +320,7 @@ __global__ void topk_write_kernel(fg_k_tensor values, fg_k_tensor indices, fg_k_
                                   int64_t rows, int64_t inner, int64_t n, const int *sorted)
 {
     int esz = dtype_size(a.dtype);
-    GRID_STRIDE(f, rows * k)
+    FGK_GRID_STRIDE(f, rows * k)
     {
         int64_t row = f / k, t = f - row * k;
         int64_t o = row / inner, ii = row - o * inner;
@@ -522,8 +434,7 @@ extern "C" int fg_k_scatter(fg_k_tensor out, int dim, fg_k_tensor index, fg_k_te
         scatter_keys_kernel<<<grid_for(n), 256, 0, s>>>(out, dim, index, src, p.kin, p.vin, err_rec, code);
         if ((e = cudaGetLastError()) != cudaSuccess) return static_cast<int>(e);
         // Stable: equal targets keep their row-major index order.
-        e = cub::DeviceRadixSort::SortPairs(p.temp, p.temp_bytes, p.kin, p.kout, p.vin, p.vout, n, 0,
-                                            bits_for(out.numel + 1), s);
+        e = sort_pairs(p, n, out.numel, s);
         if (e != cudaSuccess) return static_cast<int>(e);
         scatter_sorted_kernel<<<grid_for(n), 256, 0, s>>>(out, src, p.kout, p.vout, n, mode == FG_K_SCATTER_ADD_DET);
     } else if (out.dtype == DT_F32) {
@@ -570,8 +481,7 @@ extern "C" int fg_k_index_add(fg_k_tensor out, int dim, fg_k_tensor index, fg_k_
         for (int d = dim + 1; d < src.ndim; d++) inner *= src.shape[d];
         index_keys_kernel<<<grid_for(L), 256, 0, s>>>(index, istride, L, out.shape[dim], p.kin, p.vin, err_rec);
         if ((e = cudaGetLastError()) != cudaSuccess) return static_cast<int>(e);
-        e = cub::DeviceRadixSort::SortPairs(p.temp, p.temp_bytes, p.kin, p.kout, p.vin, p.vout, L, 0,
-                                            bits_for(out.shape[dim] + 1), s);
+        e = sort_pairs(p, L, out.shape[dim], s);
         if (e != cudaSuccess) return static_cast<int>(e);
         dim3 grid(static_cast<unsigned>(grid_for(outer * inner, 128)), static_cast<unsigned>(L < 65535 ? L : 65535));
         index_add_sorted_kernel<<<grid, 128, 0, s>>>(out, dim, src, p.kout, p.vout, L, outer, inner);

@@ -50,6 +50,26 @@ __device__ __forceinline__ double ld_d(const void *p, int dt, int64_t i)
     }
 }
 
+// Any dtype from double, as the CPU's fg__st: rounds once (through float for bf16/f16), saturates integers (NaN -> 0).
+__device__ __forceinline__ void st_d(void *p, int dt, int64_t i, double v)
+{
+    switch (dt) {
+    case DT_F32: static_cast<float *>(p)[i] = __double2float_rn(v); break;
+    case DT_F64: static_cast<double *>(p)[i] = v; break;
+    case DT_BF16: static_cast<__nv_bfloat16 *>(p)[i] = __float2bfloat16_rn(__double2float_rn(v)); break;
+    case DT_F16: static_cast<__half *>(p)[i] = __float2half_rn(__double2float_rn(v)); break;
+    case DT_I32:
+        static_cast<int32_t *>(p)[i] = v != v ? 0 : v >= 2147483647.0 ? INT32_MAX : v <= -2147483648.0 ? INT32_MIN
+                                                                                                          : static_cast<int32_t>(v);
+        break;
+    default:
+        static_cast<int64_t *>(p)[i] = v != v ? 0 : v >= 9223372036854775807.0 ? INT64_MAX
+                                                 : v <= -9223372036854775808.0 ? INT64_MIN
+                                                                               : static_cast<int64_t>(v);
+        break;
+    }
+}
+
 // Claims the device error record (fg_kernels.h; rec may be NULL) for the first
 // bad index seen; only the winner of the atomicCAS on the code writes the details.
 __device__ __forceinline__ void record_error(int64_t *rec, int64_t code, int64_t pos, int64_t value, int64_t limit)
@@ -218,6 +238,13 @@ template <bool BLOCK, class V, class Op> __device__ __forceinline__ V reduce(V v
 }
 
 // ---- launch planning (host) ----
+// Blocks for a grid-stride loop over `work` items (at most 65535: the loop does the rest).
+inline int grid_for(int64_t work, int threads = 256)
+{
+    int64_t g = (work + threads - 1) / threads;
+    return static_cast<int>(g < 65535 ? (g > 0 ? g : 1) : 65535);
+}
+
 inline int sm_count()
 {
     static const int n = [] {
@@ -309,6 +336,11 @@ inline RegPlan plan_reg_rows(int64_t rows, int64_t nc, int max_cpt)
 }
 
 } // namespace fgk
+
+// for (int64_t i = first index of this thread; i < n; i += all threads of the grid)
+#define FGK_GRID_STRIDE(i, n)                                                                      \
+    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n);      \
+         i += static_cast<int64_t>(gridDim.x) * blockDim.x)
 
 // KERNEL<T, V, BLOCK> with V = 16 / sizeof(T) (16-byte chunks) when vec, else 1.
 #define FG_LAUNCH_ROWS(KERNEL, T, vec, p, stream, ...)                                                    \

@@ -34,17 +34,14 @@ using fgk::ldw;
 using fgk::put;
 using fgk::stw;
 using fgk::to_acc;
-using fgk::block_reduce;
 using fgk::reduce;
 using fgk::shfl;
-using fgk::warp_reduce;
 using fgk::Plan;
 using fgk::RegPlan;
 using fgk::RegRow;
 using fgk::Rows;
 using fgk::plan_reg_rows;
 using fgk::plan_rows;
-using fgk::pow2_at_least;
 using fgk::sm_count;
 
 template <class A> struct Pair {

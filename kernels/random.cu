@@ -80,8 +80,7 @@ __global__ void dropout_kernel(T *out, const T *in, int64_t n, uint64_t seed, ui
                                bool drop_all, double scale, bool vec)
 {
     int64_t groups = (n + 3) / 4;
-    for (int64_t g = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; g < groups;
-         g += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    FGK_GRID_STRIDE(g, groups) {
         uint4 w = philox_block(seed, base + static_cast<uint64_t>(g));
         uint32_t ws[4] = {w.x, w.y, w.z, w.w};
         int64_t i0 = g * 4;
@@ -103,12 +102,6 @@ __global__ void dropout_kernel(T *out, const T *in, int64_t n, uint64_t seed, ui
             }
         }
     }
-}
-
-int grid_for(int64_t work)
-{
-    int64_t g = (work + 255) / 256;
-    return static_cast<int>(g < 65535 ? (g > 0 ? g : 1) : 65535);
 }
 
 template <typename T>
@@ -165,8 +158,7 @@ __global__ void draw_kernel(void *out, int dt, int kind, uint64_t seed, uint64_t
 {
     const double two_pi = 2.0 * 3.14159265358979323846; // 2.0 * M_PI (an exact doubling), as on the CPU
     int64_t groups = (n + 3) / 4;
-    for (int64_t g = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; g < groups;
-         g += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    FGK_GRID_STRIDE(g, groups) {
         uint4 w = philox_block(seed, base + static_cast<uint64_t>(g));
         int64_t i0 = g * 4;
         if (kind == FG_K_DRAW_NORMAL) {

@@ -329,19 +329,6 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // ---- host: planning and launching ----
-int num_sms()
-{
-    static const int sms = [] {
-        int dev = 0, v = 0;
-        if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
-            cudaGetLastError();
-            v = 0;
-        }
-        return v > 0 ? v : 132;
-    }();
-    return sms;
-}
-
 enum Kind { ROW_WARP, ROW_BLOCK, COLS };
 struct Plan {
     RGeo g;
@@ -410,7 +397,7 @@ bool make_plan(const fg_k_tensor &in, unsigned mask, bool allow_split, Plan &p)
 
     p.kind = COLS;
     if (O <= 0) return true; // nothing to write (and no division by O below)
-    const i64 target = static_cast<i64>(num_sms()) * (2048 / kThreads); // blocks in one full wave
+    const i64 target = static_cast<i64>(fgk::sm_count()) * (2048 / kThreads); // blocks in one full wave
     const bool row = g.nr > 0 && (g.nk == 0 || (iabs(g.rst[g.nr - 1]) < iabs(g.kst[g.nk - 1]) && R >= 32));
     i64 splits = 1;
     if (row && R <= 1024) {
@@ -435,7 +422,7 @@ template <typename T, typename Red, bool SIMPLE> int launch_plan(const Plan &p, 
     const i64 cap = i64(1) << 20;
     switch (p.kind) {
     case ROW_WARP: {
-        i64 blocks = std::min(cdiv(p.O, kWarps), static_cast<i64>(num_sms()) * (2048 / kThreads));
+        i64 blocks = std::min(cdiv(p.O, kWarps), static_cast<i64>(fgk::sm_count()) * (2048 / kThreads));
         red_rows_warp<T, Red, SIMPLE><<<static_cast<unsigned>(blocks), kThreads, 0, st>>>(p.g, p.O, in, red);
         break;
     }
@@ -482,7 +469,7 @@ extern "C" int fg_k_sum(fg_k_tensor out, fg_k_tensor in, unsigned reduce_mask, d
         SumRed<T> red{static_cast<T *>(out.data), static_cast<A *>(workspace), divisor};
         int e = launch_any(p, static_cast<const T *>(in.data), red, st);
         if (e != 0 || p.splits <= 1) return e;
-        i64 blocks = std::min(cdiv(p.O, kThreads), static_cast<i64>(num_sms()) * (2048 / kThreads));
+        i64 blocks = std::min(cdiv(p.O, kThreads), static_cast<i64>(fgk::sm_count()) * (2048 / kThreads));
         sum_finalize<T><<<static_cast<unsigned>(blocks), kThreads, 0, st>>>(p.O, p.splits, red);
         return static_cast<int>(cudaGetLastError());
     });
@@ -517,7 +504,7 @@ extern "C" int fg_k_max_backward(fg_k_tensor gx, fg_k_tensor g, const int64_t *i
     }
     if (count <= 0) return 0;
     cudaStream_t st = static_cast<cudaStream_t>(stream);
-    unsigned blocks = static_cast<unsigned>(std::min(cdiv(count, kThreads), static_cast<i64>(num_sms()) * (2048 / kThreads)));
+    unsigned blocks = static_cast<unsigned>(std::min(cdiv(count, kThreads), static_cast<i64>(fgk::sm_count()) * (2048 / kThreads)));
     const i64 n = gx.shape[dim];
     switch (gx.dtype) {
     case 1:

@@ -47,15 +47,12 @@ using fgk::to_acc;
 using fgk::block_reduce;
 using fgk::reduce;
 using fgk::shfl;
-using fgk::warp_reduce;
 using fgk::Plan;
 using fgk::RegPlan;
 using fgk::RegRow;
 using fgk::Rows;
 using fgk::plan_reg_rows;
 using fgk::plan_rows;
-using fgk::pow2_at_least;
-using fgk::sm_count;
 
 __device__ __forceinline__ float fexp(float x) { return expf(x); }
 __device__ __forceinline__ double fexp(double x) { return exp(x); }
