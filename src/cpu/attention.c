@@ -25,14 +25,6 @@ static inline int64_t at4(const fg_tensor *t, int64_t b, int64_t h, int64_t l, i
     return b * t->stride[0] + h * t->stride[1] + l * t->stride[2] + d * t->stride[3];
 }
 
-/* Last key row i may see (exclusive bound), clipped to [0, Lk]. */
-static inline int64_t key_end(int64_t i, int64_t Lq, int64_t Lk, bool causal)
-{
-    if (!causal) return Lk;
-    int64_t e = i + Lk - Lq + 1;
-    return e < 0 ? 0 : e > Lk ? Lk : e;
-}
-
 bool fg_cpu_flash_fwd(const fg_tensor *q, const fg_tensor *k, const fg_tensor *v, fg_tensor *o, fg_tensor *lse,
                       double scale, bool causal)
 {
@@ -50,11 +42,11 @@ bool fg_cpu_flash_fwd(const fg_tensor *q, const fg_tensor *k, const fg_tensor *v
                 const int64_t nr = Lq - i0 < BR ? Lq - i0 : BR;
                 for (int64_t r = 0; r < nr; r++) m[r] = -INFINITY, l[r] = 0;
                 memset(acc, 0, sizeof(double) * (size_t)(BR * D));
-                const int64_t jend = key_end(i0 + nr - 1, Lq, Lk, causal); /* the last row sees the most */
+                const int64_t jend = fg_attn_key_end(i0 + nr - 1, Lq, Lk, causal); /* the last row sees the most */
                 for (int64_t j0 = 0; j0 < jend; j0 += BC) {
                     const int64_t nc = jend - j0 < BC ? jend - j0 : BC;
                     for (int64_t r = 0; r < nr; r++) {
-                        const int64_t i = i0 + r, e = key_end(i, Lq, Lk, causal);
+                        const int64_t i = i0 + r, e = fg_attn_key_end(i, Lq, Lk, causal);
                         double mb = -INFINITY;
                         for (int64_t c = 0; c < nc; c++) {
                             const int64_t j = j0 + c;
@@ -127,9 +119,9 @@ bool fg_cpu_flash_bwd(const fg_tensor *q, const fg_tensor *k, const fg_tensor *v
                 const int64_t nc = Lk - j0 < BC ? Lk - j0 : BC;
                 for (int64_t i0 = 0; i0 < Lq; i0 += BR) {
                     const int64_t nr = Lq - i0 < BR ? Lq - i0 : BR;
-                    if (key_end(i0 + nr - 1, Lq, Lk, causal) <= j0) continue; /* tile fully masked */
+                    if (fg_attn_key_end(i0 + nr - 1, Lq, Lk, causal) <= j0) continue; /* tile fully masked */
                     for (int64_t r = 0; r < nr; r++) {
-                        const int64_t i = i0 + r, e = key_end(i, Lq, Lk, causal);
+                        const int64_t i = i0 + r, e = fg_attn_key_end(i, Lq, Lk, causal);
                         if (L(i) == INFINITY) continue; /* row sees no key: p = 0 */
                         for (int64_t c = 0; c < nc && j0 + c < e; c++) {
                             const int64_t j = j0 + c;

@@ -71,6 +71,14 @@ void fg_cpu_dropout(fg_tensor *out, const fg_tensor *in, uint64_t seed, uint64_t
  * q (B, Hq, Lq, D), k and v (B, Hkv, Lk, D), o (B, Hq, Lq, D): any strides;
  * lse (B, Hq, Lq) contiguous, f32 (f64 for f64 inputs). The backward writes dq, dk, dv contiguous
  * (shapes of q, k, v). False when scratch memory cannot be allocated. */
+/* End (exclusive) of the keys query row i may see, clipped to [0, Lk]:
+ * causal attention aligned bottom-right (row i sees j <= i + Lk - Lq). */
+static inline int64_t fg_attn_key_end(int64_t i, int64_t Lq, int64_t Lk, bool causal)
+{
+    if (!causal) return Lk;
+    int64_t e = i + Lk - Lq + 1;
+    return e < 0 ? 0 : e > Lk ? Lk : e;
+}
 bool fg_cpu_flash_fwd(const fg_tensor *q, const fg_tensor *k, const fg_tensor *v, fg_tensor *o, fg_tensor *lse,
                       double scale, bool causal);
 bool fg_cpu_flash_bwd(const fg_tensor *q, const fg_tensor *k, const fg_tensor *v, const fg_tensor *o,

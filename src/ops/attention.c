@@ -67,14 +67,6 @@ static bool check_args(fg_tensor *q, fg_tensor *k, fg_tensor *v, const fg_attent
     return true;
 }
 
-/* Last key row i may see (exclusive), clipped to [0, Lk]: bottom-right causal. */
-static int64_t key_end(int64_t i, int64_t Lq, int64_t Lk, bool causal)
-{
-    if (!causal) return Lk;
-    int64_t e = i + Lk - Lq + 1;
-    return e < 0 ? 0 : e > Lk ? Lk : e;
-}
-
 /* LSE in fp32, or fp64 for f64 inputs (the precision of their reference). */
 static fg_dtype lse_dtype(const fg_tensor *q) { return q->dtype == FG_F64 ? FG_F64 : FG_F32; }
 
@@ -162,7 +154,7 @@ static fg_tensor *math_forward(fg_tensor *q, fg_tensor *k, fg_tensor *v, const a
         } else {
             double *fr = m + Lq * Lk;
             for (int64_t i = 0; i < Lq; i++) {
-                int64_t e = key_end(i, Lq, Lk, true);
+                int64_t e = fg_attn_key_end(i, Lq, Lk, true);
                 fr[i] = e == 0;
                 any_full |= e == 0;
                 /* rows with no key stay unmasked (finite softmax, zeroed after: no NaN anywhere) */
