@@ -55,5 +55,6 @@ int fg_k_copy_strided(void *dst, int dst_dtype, const int64_t *dst_stride, const
 #include "k_nn.h"
 #include "k_index.h"
 #include "k_random.h"
+#include "k_attention.h"
 
 #endif

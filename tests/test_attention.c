@@ -129,6 +129,66 @@ START_TEST(test_gradcheck_both_backends)
 }
 END_TEST
 
+/* Dropout: gi carries a generator whose state is reset before every call, so
+ * finite differences see one fixed mask. */
+typedef struct {
+    fg_attention_opts o;
+    uint64_t seed, offset;
+} drop_ctx;
+
+static fg_tensor *attn_drop_fn(fg_tensor *const *in, void *ctx)
+{
+    drop_ctx *c = ctx;
+    fg_generator_set_state(c->o.generator, c->seed, c->offset);
+    return fg_attention(in[0], in[1], in[2], &c->o);
+}
+
+START_TEST(test_dropout)
+{
+    BEGIN;
+    /* flash == math with the same mask (f64), GQA, causal, Lq != Lk */
+    fg_tensor *q = rand_param(gen, FG_SHAPE(2, 4, 9, 5), -1, 1), *k = rand_param(gen, FG_SHAPE(2, 2, 11, 5), -1, 1);
+    fg_tensor *v = rand_param(gen, FG_SHAPE(2, 2, 11, 5), -1, 1);
+    for (int causal = 0; causal < 2; causal++) {
+        fg_tensor *y[2], *g[2][3];
+        for (int m = 0; m < 2; m++) {
+            fg_attention_opts o = {.causal = causal, .dropout_p = 0.3, .generator = gen,
+                                   .backend = m ? FG_ATTN_MATH : FG_ATTN_FLASH};
+            fg_generator_set_state(gen, 99, 1234);
+            y[m] = fg_attention(q, k, v, &o);
+            ck_assert_int_eq(fg_generator_offset(gen), 1235); /* one Philox block reserved per call */
+            fg_tensor *in[3] = {q, k, v};
+            ck_assert_int_eq(fg_backward(fg_sum_all(fg_mul(y[m], y[m]))), FG_OK);
+            for (int i = 0; i < 3; i++) {
+                g[m][i] = fg_clone(fg_grad(in[i]));
+                fg_zero_grad(in[i]);
+            }
+        }
+        ck_same_tensor(y[0], y[1], 1e-12);
+        for (int i = 0; i < 3; i++) ck_same_tensor(g[0][i], g[1][i], 1e-12);
+    }
+    /* finite differences through both backends with a fixed mask */
+    fg_generator *dg = fg_generator_new(5);
+    for (int be = 1; be <= 2; be++) {
+        fg_tensor *in[3] = {rand_param(gen, FG_SHAPE(1, 2, 5, 3), -1, 1), rand_param(gen, FG_SHAPE(1, 1, 6, 3), -1, 1),
+                            rand_param(gen, FG_SHAPE(1, 1, 6, 3), -1, 1)};
+        drop_ctx c = {.o = {.causal = be == 2, .dropout_p = 0.4, .generator = dg, .backend = (fg_attn_backend)be},
+                      .seed = 3, .offset = 77};
+        ck_gradcheck(attn_drop_fn, &c, 3, in);
+    }
+    fg_generator_free(dg);
+    /* keep rate: uniform probabilities over ones give the kept fraction / (1 - p) */
+    const double p = 0.25;
+    fg_tensor *z = fg_zeros(FG_SHAPE(1, 2, 300, 4), FG_F64, FG_CPU), *one = fg_ones(FG_SHAPE(1, 2, 300, 4), FG_F64, FG_CPU);
+    fg_attention_opts o = {.dropout_p = p, .generator = gen};
+    double keep;
+    read_f64(fg_mean_all(fg_attention(z, z, one, &o)), &keep, 1);
+    keep *= 1 - p; /* 180000 draws: sd about 1e-3 */
+    ck_assert_msg(fabs(keep - (1 - p)) < 5e-3, "keep rate %.4f, want %.4f", keep, 1 - p);
+    END;
+}
+END_TEST
+
 START_TEST(test_rows_without_keys)
 {
     BEGIN;
@@ -237,9 +297,9 @@ START_TEST(test_errors)
     ck_err(FG_ERR_DIM, "attention", "(4, 5, 8)");
     ck_assert_ptr_null(fg_attention(q, fg_to(k, FG_CPU, FG_F64), k, NULL));
     ck_assert(fg_last_status() == FG_ERR_DTYPE);
-    fg_attention_opts o = {.dropout_p = 0.1};
+    fg_attention_opts o = {.dropout_p = 1.0};
     ck_assert_ptr_null(fg_attention(q, k, k, &o));
-    ck_err(FG_ERR_UNSUPPORTED, "dropout", NULL);
+    ck_err(FG_ERR_INVALID, "dropout_p", NULL);
     o = (fg_attention_opts){.dropout_p = 1.5};
     ck_assert_ptr_null(fg_attention(q, k, k, &o));
     ck_err(FG_ERR_INVALID, "dropout_p", NULL);
@@ -263,6 +323,7 @@ static Suite *attention_suite(void)
     tcase_add_test(tc, test_flash_matches_math_f32_bf16);
     tcase_add_test(tc, test_gradcheck_both_backends);
     tcase_add_test(tc, test_rows_without_keys);
+    tcase_add_test(tc, test_dropout);
     tcase_add_test(tc, test_large_logits);
     tcase_add_test(tc, test_scale_and_defaults);
     tcase_add_test(tc, test_errors);

@@ -561,11 +561,12 @@ START_TEST(test_attention_math_cuda)
         ck_matches(fg_grad(q.dev), fg_grad(q.cpu), 5e-5, 2e-5, "attention dq");
         ck_matches(fg_grad(k.dev), fg_grad(k.cpu), 5e-5, 2e-5, "attention dk");
         ck_matches(fg_grad(v.dev), fg_grad(v.cpu), 5e-5, 2e-5, "attention dv");
-        /* AUTO runs math on CUDA; FLASH names what is missing */
-        ck_assert_ptr_nonnull(fg_attention(qd, kd, vd, NULL));
+        /* f64 has no CUDA flash kernel: AUTO runs math, FLASH says so */
+        fg_tensor *q64d = fg_to(q.dev, FG_CUDA, FG_F64);
+        ck_assert_ptr_nonnull(fg_attention(q64d, fg_to(k.dev, FG_CUDA, FG_F64), fg_to(v.dev, FG_CUDA, FG_F64), NULL));
         fg_clear_error();
-        ck_assert_ptr_null(fg_attention(qd, kd, vd, &flash));
-        ck_err(FG_ERR_UNSUPPORTED, "flash", "cuda");
+        ck_assert_ptr_null(fg_attention(q64d, fg_to(k.dev, FG_CUDA, FG_F64), fg_to(v.dev, FG_CUDA, FG_F64), &flash));
+        ck_err(FG_ERR_UNSUPPORTED, "flash", "f64");
     }
     END;
 }

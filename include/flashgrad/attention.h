@@ -2,6 +2,7 @@
 #define FLASHGRAD_ATTENTION_H
 
 #include <flashgrad/tensor.h>
+#include <flashgrad/random.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -21,22 +22,36 @@ extern "C" {
  *
  * Backends: FLASH tiles the keys with an online softmax and saves only q, k,
  * v, out and the log-sum-exp per row (fp32); its backward recomputes the
- * probabilities block by block (memory linear in L). MATH materialises the
- * (Lq, Lk) scores and probabilities with the framework's ops: the reference.
- * AUTO picks FLASH where it is built (the CPU, for now) and MATH otherwise.
- * The CUDA flash kernels are not built yet: FLASH on a CUDA tensor returns
- * FG_ERR_UNSUPPORTED, AUTO runs MATH (cuBLAS). Dropout is not implemented yet
- * (dropout_p != 0 is FG_ERR_UNSUPPORTED). */
+ * probabilities block by block (memory linear in L). On the GPU these are
+ * tensor-core kernels (bf16/f16 mma.sync; f32 through 3xTF32, close to f32
+ * accuracy) for head dims 1..256. MATH materialises the (Lq, Lk) scores and
+ * probabilities with the framework's ops (cuBLAS on the GPU): the reference.
+ * AUTO picks FLASH, except for f64 or head dims over 256 on the GPU (MATH).
+ *
+ * Dropout (dropout_p in [0, 1)) drops probabilities after the softmax and
+ * scales the kept ones by 1 / (1 - p); LSE stays that of the undropped
+ * softmax. Element (b, h, i, j) is kept when word j % 4 of the Philox4x32-10
+ * block at counter {j / 4, i, 2^31 | (b Hq + h), lo(offset)} and key seed is
+ * >= p 2^32: (seed, offset) come from the generator (one block reserved per
+ * call), so every backend, CPU or GPU, and the backward regenerate the same
+ * mask bit for bit; it is never stored.
+ *
+ * deterministic: the CUDA backward computes dq in its own pass without
+ * atomics, so gradients are bit-identical run to run (default: fp32 atomics
+ * for dq, slightly faster; dk and dv never use atomics). The CPU backends are
+ * always deterministic. */
 typedef enum { FG_ATTN_AUTO = 0, FG_ATTN_FLASH, FG_ATTN_MATH } fg_attn_backend;
 
 typedef struct {
     bool causal;
     double scale;      /* 0: 1 / sqrt(D) */
-    double dropout_p;  /* must be 0 for now */
+    double dropout_p;  /* 0: no dropout */
     fg_attn_backend backend;
+    bool deterministic;
+    fg_generator *generator; /* dropout's stream; NULL: fg_default_generator() */
 } fg_attention_opts;
 
-/* opts may be NULL (non-causal, default scale, AUTO). */
+/* opts may be NULL (non-causal, default scale, no dropout, AUTO). */
 fg_tensor *fg_attention(fg_tensor *q, fg_tensor *k, fg_tensor *v, const fg_attention_opts *opts);
 /* The same, also returning the per-row log-sum-exp of the scaled scores,
  * (B, Hq, Lq) on q's device, f32 (f64 for f64 inputs; +inf for rows that see

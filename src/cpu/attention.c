@@ -11,7 +11,9 @@
  *             dv_j += p_ij dO_i, ds_ij = p_ij (dO_i . v_j - D_i),
  *             dq_i += scale ds_ij k_j, dk_j += scale ds_ij q_i
  * A row with no visible key: o_i = 0, LSE_i = +inf, so p = 0 and its
- * gradients are 0. */
+ * gradients are 0. Dropout multiplies p_ij by z_ij (0 or 1 / (1 - p),
+ * regenerated from Philox words, never stored) where p meets v: o_i and dv use
+ * p z, ds_ij = p_ij (z_ij dO_i . v_j - D_i); l and LSE stay undropped. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,8 +27,18 @@ static inline int64_t at4(const fg_tensor *t, int64_t b, int64_t h, int64_t l, i
     return b * t->stride[0] + h * t->stride[1] + l * t->stride[2] + d * t->stride[3];
 }
 
+double fg_attn_drop_factor(const fg_attn_drop *d, int64_t bh, int64_t i, int64_t j)
+{
+    if (!d || d->threshold == 0) return 1.0;
+    const uint32_t key[2] = {(uint32_t)d->seed, (uint32_t)(d->seed >> 32)};
+    const uint32_t ctr[4] = {(uint32_t)((uint64_t)j >> 2), (uint32_t)i, 0x80000000u | (uint32_t)bh, (uint32_t)d->offset};
+    uint32_t w[4];
+    fg_philox4x32_10(ctr, key, w);
+    return w[j & 3] >= d->threshold ? d->scale : 0.0;
+}
+
 bool fg_cpu_flash_fwd(const fg_tensor *q, const fg_tensor *k, const fg_tensor *v, fg_tensor *o, fg_tensor *lse,
-                      double scale, bool causal)
+                      double scale, bool causal, const fg_attn_drop *drop)
 {
     const int64_t B = q->shape[0], Hq = q->shape[1], Lq = q->shape[2], D = q->shape[3];
     const int64_t Hkv = k->shape[1], Lk = k->shape[2], G = Hq / Hkv;
@@ -65,9 +77,10 @@ bool fg_cpu_flash_fwd(const fg_tensor *q, const fg_tensor *k, const fg_tensor *v
                         for (int64_t c = 0; c < nc; c++) {
                             if (s[r][c] == -INFINITY) continue;
                             const double p = exp(s[r][c] - mn);
-                            l[r] += p;
+                            l[r] += p; /* the sum of the undropped probabilities */
+                            const double pz = p * fg_attn_drop_factor(drop, b * Hq + h, i, j0 + c);
                             for (int64_t d = 0; d < D; d++)
-                                acc[r * D + d] += p * fg__ld(vp, v->dtype, at4(v, b, hk, j0 + c, d));
+                                acc[r * D + d] += pz * fg__ld(vp, v->dtype, at4(v, b, hk, j0 + c, d));
                         }
                         m[r] = mn;
                     }
@@ -87,7 +100,7 @@ bool fg_cpu_flash_fwd(const fg_tensor *q, const fg_tensor *k, const fg_tensor *v
 
 bool fg_cpu_flash_bwd(const fg_tensor *q, const fg_tensor *k, const fg_tensor *v, const fg_tensor *o,
                       const fg_tensor *lse, const fg_tensor *dout, fg_tensor *dq, fg_tensor *dk, fg_tensor *dv,
-                      double scale, bool causal)
+                      double scale, bool causal, const fg_attn_drop *drop)
 {
     const int64_t B = q->shape[0], Hq = q->shape[1], Lq = q->shape[2], D = q->shape[3];
     const int64_t Hkv = k->shape[1], Lk = k->shape[2], G = Hq / Hkv;
@@ -132,9 +145,10 @@ bool fg_cpu_flash_bwd(const fg_tensor *q, const fg_tensor *k, const fg_tensor *v
                                       fg__ld(vp, v->dtype, at4(v, b, hk, j, d));
                             }
                             const double p = exp(scale * dot - L(i)); /* recomputed, never stored */
-                            const double ds = p * (dp - Dr[i]);
+                            const double z = fg_attn_drop_factor(drop, b * Hq + h, i, j); /* regenerated */
+                            const double ds = p * (dp * z - Dr[i]);
                             for (int64_t d = 0; d < D; d++) {
-                                gv[j * D + d] += p * fg__ld(gp, dout->dtype, at4(dout, b, h, i, d));
+                                gv[j * D + d] += p * z * fg__ld(gp, dout->dtype, at4(dout, b, h, i, d));
                                 gk[j * D + d] += scale * ds * fg__ld(qp, q->dtype, at4(q, b, h, i, d));
                                 gq[i * D + d] += scale * ds * fg__ld(kp, k->dtype, at4(k, b, hk, j, d));
                             }

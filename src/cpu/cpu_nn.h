@@ -79,10 +79,21 @@ static inline int64_t fg_attn_key_end(int64_t i, int64_t Lq, int64_t Lk, bool ca
     int64_t e = i + Lk - Lq + 1;
     return e < 0 ? 0 : e > Lk ? Lk : e;
 }
+/* Attention dropout: element (row i, key j) of head bh = b Hq + h is kept when
+ * word j % 4 of philox(ctr = {j / 4, i, 2^31 | bh, lo(offset)}, key = seed) is
+ * >= threshold (threshold 0: no dropout), and kept values are scaled by
+ * `scale` = 1 / (1 - p). The CUDA kernels draw the same words (k_flash.cuh). */
+typedef struct {
+    uint64_t seed, offset;
+    uint32_t threshold;
+    double scale;
+} fg_attn_drop;
+/* The factor (0 or scale; 1 without dropout) of element (bh, i, j). */
+double fg_attn_drop_factor(const fg_attn_drop *d, int64_t bh, int64_t i, int64_t j);
 bool fg_cpu_flash_fwd(const fg_tensor *q, const fg_tensor *k, const fg_tensor *v, fg_tensor *o, fg_tensor *lse,
-                      double scale, bool causal);
+                      double scale, bool causal, const fg_attn_drop *drop);
 bool fg_cpu_flash_bwd(const fg_tensor *q, const fg_tensor *k, const fg_tensor *v, const fg_tensor *o,
                       const fg_tensor *lse, const fg_tensor *dout, fg_tensor *dq, fg_tensor *dk, fg_tensor *dv,
-                      double scale, bool causal);
+                      double scale, bool causal, const fg_attn_drop *drop);
 
 #endif

@@ -1,0 +1,446 @@
+// Flash-attention backward on tensor cores (FlashAttention-2's schedule):
+//  1. pre:  dsum_i = rowsum(dO_i * O_i) (fp32), one warp per row.
+//  2. dkdv: a block owns 64 keys of one KV head (16 per warp, K and V in
+//     shared memory) and walks every query block of every query head of its
+//     GQA group, recomputing P^T = exp(S^T - LSE) from the saved LSE:
+//       dV += P^T dO,  dP^T = V dO^T,  dS^T = P^T (dP^T - dsum),  dK += dS^T Q
+//     with dK/dV in registers: no atomics, the group reduced in the block.
+//     Unless deterministic, dQ += dS K is added there too, in fp32 atomics
+//     into an accumulator that 3. converts.
+//  4. dq (deterministic): a block owns 64 query rows and walks the key
+//     blocks like the forward, dQ += dS K in registers (two products more
+//     than the atomic path, no atomics).
+// Dropout multiplies P by the regenerated mask where P meets V or dO V^T.
+#include "k_flash.cuh"
+
+namespace {
+using namespace fgk;
+using namespace fgk::flash;
+
+// dsum (B, Hq, Lq) = rowsum(dO * O) in fp32.
+template <typename T> __global__ void __launch_bounds__(NT) flash_bwd_pre(const fg_k_attn p, float *dsum)
+{
+    const int64_t row = static_cast<int64_t>(blockIdx.x) * (NT / 32) + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31;
+    if (row >= static_cast<int64_t>(p.B) * p.Hq * p.Lq) return;
+    const int i = static_cast<int>(row % p.Lq);
+    const int64_t bh = row / p.Lq, b = bh / p.Hq, h = bh % p.Hq;
+    const T *o = static_cast<const T *>(p.o) + b * p.o_s[0] + h * p.o_s[1] + i * p.o_s[2];
+    const T *d = static_cast<const T *>(p.dout) + b * p.do_s[0] + h * p.do_s[1] + i * p.do_s[2];
+    float acc = 0.f;
+    for (int c = lane; c < p.D; c += 32) acc += to_acc(o[c]) * to_acc(d[c]);
+    acc = warp_reduce(acc, 32, Add{});
+    if (lane == 0) dsum[row] = acc;
+}
+
+// dq = scale * acc, from the fp32 accumulator (B, Hq, Lq, D).
+template <typename T> __global__ void flash_bwd_dq_convert(const fg_k_attn p, const float *acc)
+{
+    const int64_t n = static_cast<int64_t>(p.B) * p.Hq * p.Lq * p.D;
+    FGK_GRID_STRIDE(idx, n)
+    {
+        const int d = static_cast<int>(idx % p.D);
+        const int64_t r = idx / p.D, i = r % p.Lq, bh = r / p.Lq, b = bh / p.Hq, h = bh % p.Hq;
+        put(static_cast<T *>(p.dq)[b * p.dq_s[0] + h * p.dq_s[1] + i * p.dq_s[2] + d], acc[idx] * p.scale);
+    }
+}
+
+template <typename T, int DP> struct KvCfg {
+    static constexpr int BK = 64;                              // keys per block, 16 per warp
+    static constexpr int BQ = DP * sizeof(T) <= 512 ? 32 : 16; // query rows per step
+    static constexpr int ST = Tile<T, DP>::ST;
+    static constexpr int DSST = BQ + Tile<T, DP>::CH; // row stride of dS^T (BK, BQ)
+    static constexpr int WR = BQ / 16, WC = 4 / WR;   // dQ: warps over rows x columns
+    static constexpr int NCOL = DP / WC;              // dQ columns per warp
+    static constexpr size_t SMEM = sizeof(T) * (ST * (2 * BK + 4 * BQ) + BK * DSST) + sizeof(float) * 4 * BQ;
+};
+
+template <typename T, int DP, bool ATOMIC_DQ>
+__global__ void __launch_bounds__(NT) flash_bwd_dkdv(const fg_k_attn p, const float *dsum, float *dq_acc)
+{
+    using M = Mma<T>;
+    using C = KvCfg<T, DP>;
+    constexpr int BK = C::BK, BQ = C::BQ, ST = C::ST, DSST = C::DSST;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    T *Ks = reinterpret_cast<T *>(smem_raw); // (BK, DP)
+    T *Vs = Ks + BK * ST;                    // (BK, DP)
+    T *Qs = Vs + BK * ST;                    // 2 x (BQ, DP)
+    T *dOs = Qs + 2 * BQ * ST;               // 2 x (BQ, DP)
+    T *dSs = dOs + 2 * BQ * ST;              // (BK, BQ): dS^T for the dQ product
+    float *lse_s = reinterpret_cast<float *>(dSs + BK * DSST); // 2 x BQ, log2 domain
+    float *dsum_s = lse_s + 2 * BQ;                            // 2 x BQ
+
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int bhk = blockIdx.x, b = bhk / p.Hkv, hk = bhk % p.Hkv, G = p.Hq / p.Hkv;
+    const int j0 = (gridDim.y - 1 - blockIdx.y) * BK;
+    const T *kg = static_cast<const T *>(p.k) + b * p.k_s[0] + hk * p.k_s[1];
+    const T *vg = static_cast<const T *>(p.v) + b * p.v_s[0] + hk * p.v_s[1];
+    load_tile<T, BK, DP>(Ks, kg, p.k_s[2], j0, p.Lk, p.D, p.vec);
+    load_tile<T, BK, DP>(Vs, vg, p.v_s[2], j0, p.Lk, p.D, p.vec);
+
+    // query rows that can see key j0: i >= j0 - (Lk - Lq) when causal
+    const int istart = p.causal ? min(max(j0 - (p.Lk - p.Lq), 0), p.Lq) : 0;
+    const int ib0 = istart / BQ, nib = (p.Lq + BQ - 1) / BQ - ib0, total = G * nib;
+
+    auto issue = [&](int it, int buf) {
+        const int h = hk * G + it / nib, i0 = (ib0 + it % nib) * BQ;
+        const int64_t bh = static_cast<int64_t>(b) * p.Hq + h;
+        load_tile<T, BQ, DP>(Qs + buf * BQ * ST, static_cast<const T *>(p.q) + b * p.q_s[0] + h * p.q_s[1], p.q_s[2],
+                             i0, p.Lq, p.D, p.vec);
+        load_tile<T, BQ, DP>(dOs + buf * BQ * ST, static_cast<const T *>(p.dout) + b * p.do_s[0] + h * p.do_s[1],
+                             p.do_s[2], i0, p.Lq, p.D, p.vec);
+        for (int r = threadIdx.x; r < BQ; r += NT) {
+            const bool in = i0 + r < p.Lq;
+            lse_s[buf * BQ + r] = in ? p.lse[bh * p.Lq + i0 + r] * LOG2E : INFINITY; // P = 0 past Lq
+            dsum_s[buf * BQ + r] = in ? dsum[bh * p.Lq + i0 + r] : 0.f;
+        }
+    };
+    if (total > 0) issue(0, 0);
+    cp_commit();
+
+    const int ka = j0 + warp * 16 + g, kb = ka + 8; // this thread's two keys
+    const float sl2 = p.scale * LOG2E;
+    float dk[DP / 8][4], dv[DP / 8][4];
+#pragma unroll
+    for (int n = 0; n < DP / 8; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) dk[n][e] = dv[n][e] = 0.f;
+
+    for (int it = 0; it < total; it++) {
+        const int buf = it & 1;
+        if (it + 1 < total) {
+            issue(it + 1, buf ^ 1);
+            cp_commit();
+            cp_wait<1>();
+        } else {
+            cp_wait<0>();
+        }
+        __syncthreads();
+        const int h = hk * G + it / nib, i0 = (ib0 + it % nib) * BQ, bh = b * p.Hq + h;
+        const T *Qb = Qs + buf * BQ * ST, *dOb = dOs + buf * BQ * ST;
+        const float *lse_b = lse_s + buf * BQ, *dsum_b = dsum_s + buf * BQ;
+        const Dropout drop(p, bh);
+
+        // S^T = K Q^T (16 keys x BQ queries per warp)
+        float st[BQ / 8][4];
+#pragma unroll
+        for (int n = 0; n < BQ / 8; n++) st[n][0] = st[n][1] = st[n][2] = st[n][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < DP / 16; kk++) {
+            typename M::A a;
+            M::ldA(a, Ks, ST, warp * 16, kk * 16);
+#pragma unroll
+            for (int nn = 0; nn < BQ / 16; nn++) {
+                typename M::B b0, b1;
+                M::ldB2(b0, b1, Qb, ST, nn * 16, kk * 16);
+                M::mma(st[2 * nn], a, b0);
+                M::mma(st[2 * nn + 1], a, b1);
+            }
+        }
+        // P^T; a key is visible to query i when key < key_end(i)
+        const bool edge = j0 + BK > p.Lk || (p.causal && j0 + BK > key_end(i0, p));
+        float pd[BQ / 8][4], z[BQ / 8][4];
+#pragma unroll
+        for (int n = 0; n < BQ / 8; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int qc = n * 8 + 2 * t + (e & 1), key = e < 2 ? ka : kb;
+                const bool vis = !edge || key < key_end(i0 + qc, p);
+                st[n][e] = vis ? ex2(st[n][e] * sl2 - lse_b[qc]) : 0.f;
+                z[n][e] = drop.on ? drop.one(i0 + qc, key) : 1.f;
+                pd[n][e] = st[n][e] * z[n][e];
+            }
+        // dV += (P z)^T dO (z 0/1; 1 / (1 - p) applied to dV at the end)
+#pragma unroll
+        for (int kk = 0; kk < BQ / 16; kk++) {
+            const typename M::A a = M::from_c(pd[2 * kk], pd[2 * kk + 1]);
+#pragma unroll
+            for (int nn = 0; nn < DP / 16; nn++) {
+                typename M::B b0, b1;
+                M::ldB2t(b0, b1, dOb, ST, nn * 16, kk * 16);
+                M::mma(dv[2 * nn], a, b0);
+                M::mma(dv[2 * nn + 1], a, b1);
+            }
+        }
+        // dP^T = V dO^T; dS^T = P^T (dP^T z - dsum), into pd
+        float dp[BQ / 8][4];
+#pragma unroll
+        for (int n = 0; n < BQ / 8; n++) dp[n][0] = dp[n][1] = dp[n][2] = dp[n][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < DP / 16; kk++) {
+            typename M::A a;
+            M::ldA(a, Vs, ST, warp * 16, kk * 16);
+#pragma unroll
+            for (int nn = 0; nn < BQ / 16; nn++) {
+                typename M::B b0, b1;
+                M::ldB2(b0, b1, dOb, ST, nn * 16, kk * 16);
+                M::mma(dp[2 * nn], a, b0);
+                M::mma(dp[2 * nn + 1], a, b1);
+            }
+        }
+#pragma unroll
+        for (int n = 0; n < BQ / 8; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+                pd[n][e] = st[n][e] * (dp[n][e] * z[n][e] * drop.scale - dsum_b[n * 8 + 2 * t + (e & 1)]);
+        // dK += dS^T Q
+#pragma unroll
+        for (int kk = 0; kk < BQ / 16; kk++) {
+            const typename M::A a = M::from_c(pd[2 * kk], pd[2 * kk + 1]);
+#pragma unroll
+            for (int nn = 0; nn < DP / 16; nn++) {
+                typename M::B b0, b1;
+                M::ldB2t(b0, b1, Qb, ST, nn * 16, kk * 16);
+                M::mma(dk[2 * nn], a, b0);
+                M::mma(dk[2 * nn + 1], a, b1);
+            }
+        }
+        if constexpr (ATOMIC_DQ) {
+            // dQ (BQ x DP) += dS K: dS^T through shared memory, then fp32 atomics
+#pragma unroll
+            for (int n = 0; n < BQ / 8; n++) st_cfrag(dSs, DSST, warp * 16, n * 8, pd[n]);
+            __syncthreads();
+            const int wr = warp % C::WR, wc = warp / C::WR;
+            float dq[C::NCOL / 8][4];
+#pragma unroll
+            for (int n = 0; n < C::NCOL / 8; n++) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.f;
+#pragma unroll
+            for (int kk = 0; kk < BK / 16; kk++) {
+                typename M::A a;
+                M::ldAt(a, dSs, DSST, wr * 16, kk * 16);
+#pragma unroll
+                for (int nn = 0; nn < C::NCOL / 16; nn++) {
+                    typename M::B b0, b1;
+                    M::ldB2t(b0, b1, Ks, ST, wc * C::NCOL + nn * 16, kk * 16);
+                    M::mma(dq[2 * nn], a, b0);
+                    M::mma(dq[2 * nn + 1], a, b1);
+                }
+            }
+            const int qa = i0 + wr * 16 + g;
+            float *dst = dq_acc + (static_cast<int64_t>(bh) * p.Lq + qa) * p.D;
+#pragma unroll
+            for (int n = 0; n < C::NCOL / 8; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int d = wc * C::NCOL + n * 8 + 2 * t + (e & 1), row = e < 2 ? 0 : 8;
+                    if (qa + row < p.Lq && d < p.D) atomicAdd(dst + row * p.D + d, dq[n][e]);
+                }
+        }
+        __syncthreads(); // the next prefetch overwrites this buffer
+    }
+    cp_wait<0>();
+    __syncthreads();
+
+    // dK (times scale) and dV staged through this warp's rows of Ks / Vs
+    T *dKs = Ks + warp * 16 * ST, *dVs = Vs + warp * 16 * ST;
+    const float vs = p.drop_threshold ? p.drop_scale : 1.f;
+#pragma unroll
+    for (int n = 0; n < DP / 8; n++) {
+        const float kv[4] = {dk[n][0] * p.scale, dk[n][1] * p.scale, dk[n][2] * p.scale, dk[n][3] * p.scale};
+        const float vv[4] = {dv[n][0] * vs, dv[n][1] * vs, dv[n][2] * vs, dv[n][3] * vs};
+        st_cfrag(dKs, ST, 0, n * 8, kv);
+        st_cfrag(dVs, ST, 0, n * 8, vv);
+    }
+    __syncwarp();
+    store_rows16<T, DP>(dKs, static_cast<T *>(p.dk) + b * p.dk_s[0] + hk * p.dk_s[1], p.dk_s[2], j0 + warp * 16,
+                        p.Lk, p.D, p.vec);
+    store_rows16<T, DP>(dVs, static_cast<T *>(p.dv) + b * p.dv_s[0] + hk * p.dv_s[1], p.dv_s[2], j0 + warp * 16,
+                        p.Lk, p.D, p.vec);
+}
+
+template <typename T, int DP> struct QCfg {
+    static constexpr int BR = 64; // query rows per block
+    static constexpr int BC = DP * sizeof(T) <= 256 ? 64 : DP * sizeof(T) <= 512 ? 32 : 16;
+    static constexpr int ST = Tile<T, DP>::ST;
+    static constexpr size_t SMEM = sizeof(T) * ST * (2 * BR + 4 * BC); // Q, dO, 2 x K, 2 x V
+};
+
+template <typename T, int DP> __global__ void __launch_bounds__(NT) flash_bwd_dq(const fg_k_attn p, const float *dsum)
+{
+    using M = Mma<T>;
+    using C = QCfg<T, DP>;
+    constexpr int BR = C::BR, BC = C::BC, ST = C::ST;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    T *Qs = reinterpret_cast<T *>(smem_raw); // (BR, DP)
+    T *dOs = Qs + BR * ST;                   // (BR, DP)
+    T *Ks = dOs + BR * ST;                   // 2 x (BC, DP)
+    T *Vs = Ks + 2 * BC * ST;                // 2 x (BC, DP)
+
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int bh = blockIdx.x, b = bh / p.Hq, h = bh % p.Hq, hk = h / (p.Hq / p.Hkv);
+    const int i0 = (gridDim.y - 1 - blockIdx.y) * BR;
+    const T *kg = static_cast<const T *>(p.k) + b * p.k_s[0] + hk * p.k_s[1];
+    const T *vg = static_cast<const T *>(p.v) + b * p.v_s[0] + hk * p.v_s[1];
+    const int jend = max(0, key_end(min(i0 + BR, p.Lq) - 1, p));
+    const int nkb = (jend + BC - 1) / BC;
+    load_tile<T, BR, DP>(Qs, static_cast<const T *>(p.q) + b * p.q_s[0] + h * p.q_s[1], p.q_s[2], i0, p.Lq, p.D,
+                         p.vec);
+    load_tile<T, BR, DP>(dOs, static_cast<const T *>(p.dout) + b * p.do_s[0] + h * p.do_s[1], p.do_s[2], i0, p.Lq,
+                         p.D, p.vec);
+    if (nkb > 0) {
+        load_tile<T, BC, DP>(Ks, kg, p.k_s[2], 0, p.Lk, p.D, p.vec);
+        load_tile<T, BC, DP>(Vs, vg, p.v_s[2], 0, p.Lk, p.D, p.vec);
+    }
+    cp_commit();
+
+    const int ra = i0 + warp * 16 + g, rb = ra + 8;
+    const int ea = key_end(ra, p), eb = key_end(rb, p), ew = key_end(i0 + warp * 16, p);
+    const int64_t rowa = static_cast<int64_t>(bh) * p.Lq + ra;
+    const float sl2 = p.scale * LOG2E;
+    const float lse2[2] = {ra < p.Lq ? p.lse[rowa] * LOG2E : INFINITY, rb < p.Lq ? p.lse[rowa + 8] * LOG2E : INFINITY};
+    const float ds[2] = {ra < p.Lq ? dsum[rowa] : 0.f, rb < p.Lq ? dsum[rowa + 8] : 0.f};
+    const Dropout drop(p, bh);
+    float dq[DP / 8][4];
+#pragma unroll
+    for (int n = 0; n < DP / 8; n++) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.f;
+
+    for (int jb = 0; jb < nkb; jb++) {
+        const int buf = jb & 1, j0 = jb * BC;
+        if (jb + 1 < nkb) {
+            load_tile<T, BC, DP>(Ks + (buf ^ 1) * BC * ST, kg, p.k_s[2], j0 + BC, p.Lk, p.D, p.vec);
+            load_tile<T, BC, DP>(Vs + (buf ^ 1) * BC * ST, vg, p.v_s[2], j0 + BC, p.Lk, p.D, p.vec);
+            cp_commit();
+            cp_wait<1>();
+        } else {
+            cp_wait<0>();
+        }
+        __syncthreads();
+        const T *Kb = Ks + buf * BC * ST, *Vb = Vs + buf * BC * ST;
+        float s[BC / 8][4], dp[BC / 8][4];
+#pragma unroll
+        for (int n = 0; n < BC / 8; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) s[n][e] = dp[n][e] = 0.f;
+        // S = Q K^T and dP = dO V^T
+#pragma unroll
+        for (int kk = 0; kk < DP / 16; kk++) {
+            typename M::A a, ad;
+            M::ldA(a, Qs, ST, warp * 16, kk * 16);
+            M::ldA(ad, dOs, ST, warp * 16, kk * 16);
+#pragma unroll
+            for (int nn = 0; nn < BC / 16; nn++) {
+                typename M::B b0, b1;
+                M::ldB2(b0, b1, Kb, ST, nn * 16, kk * 16);
+                M::mma(s[2 * nn], a, b0);
+                M::mma(s[2 * nn + 1], a, b1);
+                M::ldB2(b0, b1, Vb, ST, nn * 16, kk * 16);
+                M::mma(dp[2 * nn], ad, b0);
+                M::mma(dp[2 * nn + 1], ad, b1);
+            }
+        }
+        // dS = P (dP z - dsum), P = exp2(S scale log2e - LSE log2e)
+        const bool edge = j0 + BC > min(ew, p.Lk);
+#pragma unroll
+        for (int n = 0; n < BC / 8; n++) {
+            const int col = j0 + n * 8 + 2 * t;
+            float2 za = make_float2(1.f, 1.f), zb = za;
+            if (drop.on) {
+                za = drop.pair(ra, col);
+                zb = drop.pair(rb, col);
+            }
+            const float z[4] = {za.x * drop.scale, za.y * drop.scale, zb.x * drop.scale, zb.y * drop.scale};
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int r = e >> 1;
+                const bool vis = !edge || col + (e & 1) < (r ? eb : ea);
+                const float pr = vis ? ex2(s[n][e] * sl2 - lse2[r]) : 0.f;
+                s[n][e] = pr * (dp[n][e] * z[e] - ds[r]);
+            }
+        }
+        // dQ += dS K
+#pragma unroll
+        for (int kk = 0; kk < BC / 16; kk++) {
+            const typename M::A a = M::from_c(s[2 * kk], s[2 * kk + 1]);
+#pragma unroll
+            for (int nn = 0; nn < DP / 16; nn++) {
+                typename M::B b0, b1;
+                M::ldB2t(b0, b1, Kb, ST, nn * 16, kk * 16);
+                M::mma(dq[2 * nn], a, b0);
+                M::mma(dq[2 * nn + 1], a, b1);
+            }
+        }
+        __syncthreads();
+    }
+    cp_wait<0>();
+    __syncwarp();
+    T *dQs = Qs + warp * 16 * ST; // this warp's rows only
+#pragma unroll
+    for (int n = 0; n < DP / 8; n++) {
+        const float v[4] = {dq[n][0] * p.scale, dq[n][1] * p.scale, dq[n][2] * p.scale, dq[n][3] * p.scale};
+        st_cfrag(dQs, ST, 0, n * 8, v);
+    }
+    __syncwarp();
+    store_rows16<T, DP>(dQs, static_cast<T *>(p.dq) + b * p.dq_s[0] + h * p.dq_s[1], p.dq_s[2], i0 + warp * 16,
+                        p.Lq, p.D, p.vec);
+}
+
+template <typename T, int DP>
+cudaError_t launch_bwd(const fg_k_attn &p, bool det, float *dsum, float *dq_acc, cudaStream_t st)
+{
+    const int64_t rows = static_cast<int64_t>(p.B) * p.Hq * p.Lq;
+    flash_bwd_pre<T><<<static_cast<unsigned>((rows + NT / 32 - 1) / (NT / 32)), NT, 0, st>>>(p, dsum);
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) return e;
+    using KC = KvCfg<T, DP>;
+    const dim3 kgrid(static_cast<unsigned>(p.B * p.Hkv), static_cast<unsigned>((p.Lk + KC::BK - 1) / KC::BK));
+    if (det) {
+        static const cudaError_t a1 = allow_smem(flash_bwd_dkdv<T, DP, false>, KC::SMEM);
+        if (a1 != cudaSuccess) return a1;
+        flash_bwd_dkdv<T, DP, false><<<kgrid, NT, KC::SMEM, st>>>(p, dsum, nullptr);
+        if ((e = cudaGetLastError()) != cudaSuccess) return e;
+        using QC = QCfg<T, DP>;
+        static const cudaError_t a2 = allow_smem(flash_bwd_dq<T, DP>, QC::SMEM);
+        if (a2 != cudaSuccess) return a2;
+        const dim3 qgrid(static_cast<unsigned>(p.B * p.Hq), static_cast<unsigned>((p.Lq + QC::BR - 1) / QC::BR));
+        flash_bwd_dq<T, DP><<<qgrid, NT, QC::SMEM, st>>>(p, dsum);
+        return cudaGetLastError();
+    }
+    if ((e = cudaMemsetAsync(dq_acc, 0, sizeof(float) * static_cast<size_t>(rows) * p.D, st)) != cudaSuccess) return e;
+    static const cudaError_t a3 = allow_smem(flash_bwd_dkdv<T, DP, true>, KC::SMEM);
+    if (a3 != cudaSuccess) return a3;
+    flash_bwd_dkdv<T, DP, true><<<kgrid, NT, KC::SMEM, st>>>(p, dsum, dq_acc);
+    if ((e = cudaGetLastError()) != cudaSuccess) return e;
+    flash_bwd_dq_convert<T><<<grid_for(rows * p.D, 256), 256, 0, st>>>(p, dq_acc);
+    return cudaGetLastError();
+}
+
+template <typename T> cudaError_t bwd_dispatch(const fg_k_attn &p, bool det, float *dsum, float *dq_acc, cudaStream_t st)
+{
+    switch (padded_dim(p.D)) {
+    case 32: return launch_bwd<T, 32>(p, det, dsum, dq_acc, st);
+    case 64: return launch_bwd<T, 64>(p, det, dsum, dq_acc, st);
+    case 128: return launch_bwd<T, 128>(p, det, dsum, dq_acc, st);
+    default: return launch_bwd<T, 256>(p, det, dsum, dq_acc, st);
+    }
+}
+
+size_t dsum_bytes(const fg_k_attn &p)
+{
+    const size_t n = sizeof(float) * static_cast<size_t>(p.B) * p.Hq * p.Lq;
+    return (n + 255) / 256 * 256;
+}
+} // namespace
+
+extern "C" size_t fg_k_flash_bwd_scratch(const fg_k_attn *p, int deterministic)
+{
+    return dsum_bytes(*p) + (deterministic ? 0 : sizeof(float) * static_cast<size_t>(p->B) * p->Hq * p->Lq * p->D);
+}
+
+extern "C" int fg_k_flash_bwd(const fg_k_attn *p, int dtype, int deterministic, void *scratch, size_t scratch_bytes,
+                              void *stream)
+{
+    if (p->D < 1 || p->D > 256 || p->Hkv < 1 || p->Hq % p->Hkv != 0 || p->Lq > 65535 * 64 || p->Lk > 65535 * 64 ||
+        scratch_bytes < fg_k_flash_bwd_scratch(p, deterministic))
+        return static_cast<int>(cudaErrorInvalidValue);
+    cudaStream_t st = static_cast<cudaStream_t>(stream);
+    if (p->B == 0 || p->Hq == 0 || p->Lk == 0 || p->Lq == 0) return 0; // the host zero-fills
+    float *dsum = static_cast<float *>(scratch);
+    float *dq_acc = reinterpret_cast<float *>(static_cast<char *>(scratch) + dsum_bytes(*p));
+    const bool det = deterministic != 0;
+    switch (dtype) {
+    case DT_F32: return static_cast<int>(bwd_dispatch<float>(*p, det, dsum, dq_acc, st));
+    case DT_BF16: return static_cast<int>(bwd_dispatch<bf16>(*p, det, dsum, dq_acc, st));
+    case DT_F16: return static_cast<int>(bwd_dispatch<f16>(*p, det, dsum, dq_acc, st));
+    default: return static_cast<int>(cudaErrorInvalidValue);
+    }
+}

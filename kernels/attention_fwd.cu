@@ -1,0 +1,212 @@
+// Flash-attention forward on tensor cores (FlashAttention-2's schedule with
+// mma.sync): a block of 4 warps owns 64 query rows (16 per warp, Q in shared
+// memory), streams key/value blocks through double-buffered shared memory
+// (cp.async), keeps the scores, the online-softmax statistics (max m, sum l,
+// in the log2 domain) and the output accumulator in registers, and writes O
+// and LSE = (m + log2 l) ln 2 (+inf for a row that sees no key) at the end.
+// src/cpu/attention.c is the same algorithm in plain C.
+#include "k_flash.cuh"
+
+namespace {
+using namespace fgk;
+using namespace fgk::flash;
+
+template <typename T, int DP> struct FwdCfg {
+    static constexpr int BR = 64;                                   // query rows per block
+    static constexpr int BC = DP * sizeof(T) <= 256 ? 64 : 32;      // keys per block
+    static constexpr int ST = Tile<T, DP>::ST;
+    static constexpr size_t SMEM = sizeof(T) * ST * (BR + 4 * BC); // Q, 2 x K, 2 x V
+};
+
+template <typename T, int DP> __global__ void __launch_bounds__(NT) flash_fwd(const fg_k_attn p)
+{
+    using M = Mma<T>;
+    using C = FwdCfg<T, DP>;
+    constexpr int BR = C::BR, BC = C::BC, ST = C::ST;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    T *Qs = reinterpret_cast<T *>(smem_raw); // (BR, DP)
+    T *Ks = Qs + BR * ST;                    // 2 x (BC, DP)
+    T *Vs = Ks + 2 * BC * ST;                // 2 x (BC, DP)
+
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int bh = blockIdx.x, b = bh / p.Hq, h = bh % p.Hq, hk = h / (p.Hq / p.Hkv);
+    const int i0 = (gridDim.y - 1 - blockIdx.y) * BR; // the longest causal rows first
+    const T *qg = static_cast<const T *>(p.q) + b * p.q_s[0] + h * p.q_s[1];
+    const T *kg = static_cast<const T *>(p.k) + b * p.k_s[0] + hk * p.k_s[1];
+    const T *vg = static_cast<const T *>(p.v) + b * p.v_s[0] + hk * p.v_s[1];
+
+    const int jend = max(0, key_end(min(i0 + BR, p.Lq) - 1, p)); // what the block's last row sees
+    const int nkb = (jend + BC - 1) / BC;
+    load_tile<T, BR, DP>(Qs, qg, p.q_s[2], i0, p.Lq, p.D, p.vec);
+    if (nkb > 0) {
+        load_tile<T, BC, DP>(Ks, kg, p.k_s[2], 0, p.Lk, p.D, p.vec);
+        load_tile<T, BC, DP>(Vs, vg, p.v_s[2], 0, p.Lk, p.D, p.vec);
+    }
+    cp_commit();
+
+    const int ra = i0 + warp * 16 + g, rb = ra + 8;      // this thread's two rows
+    const int ea = key_end(ra, p), eb = key_end(rb, p);  // their key bounds
+    const int ew = key_end(i0 + warp * 16, p);           // the warp's smallest bound
+    const float sl2 = p.scale * LOG2E;
+    const Dropout drop(p, bh);
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+    float acc[DP / 8][4];
+#pragma unroll
+    for (int n = 0; n < DP / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+
+    for (int jb = 0; jb < nkb; jb++) {
+        const int buf = jb & 1, j0 = jb * BC;
+        if (jb + 1 < nkb) {
+            load_tile<T, BC, DP>(Ks + (buf ^ 1) * BC * ST, kg, p.k_s[2], j0 + BC, p.Lk, p.D, p.vec);
+            load_tile<T, BC, DP>(Vs + (buf ^ 1) * BC * ST, vg, p.v_s[2], j0 + BC, p.Lk, p.D, p.vec);
+            cp_commit();
+            cp_wait<1>();
+        } else {
+            cp_wait<0>();
+        }
+        __syncthreads();
+        const T *Kb = Ks + buf * BC * ST, *Vb = Vs + buf * BC * ST;
+
+        // S = Q K^T (16 x BC per warp)
+        float s[BC / 8][4];
+#pragma unroll
+        for (int n = 0; n < BC / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < DP / 16; kk++) {
+            typename M::A a;
+            M::ldA(a, Qs, ST, warp * 16, kk * 16);
+#pragma unroll
+            for (int nn = 0; nn < BC / 16; nn++) {
+                typename M::B b0, b1;
+                M::ldB2(b0, b1, Kb, ST, nn * 16, kk * 16);
+                M::mma(s[2 * nn], a, b0);
+                M::mma(s[2 * nn + 1], a, b1);
+            }
+        }
+        // scale into the log2 domain; mask keys past Lk or the causal bound
+        const bool edge = j0 + BC > min(ew, p.Lk);
+#pragma unroll
+        for (int n = 0; n < BC / 8; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int col = j0 + n * 8 + 2 * t + (e & 1);
+                s[n][e] = edge && col >= (e < 2 ? ea : eb) ? -INFINITY : s[n][e] * sl2;
+            }
+        // online softmax
+        float mx[2] = {m[0], m[1]};
+#pragma unroll
+        for (int n = 0; n < BC / 8; n++) {
+            mx[0] = fmaxf(mx[0], fmaxf(s[n][0], s[n][1]));
+            mx[1] = fmaxf(mx[1], fmaxf(s[n][2], s[n][3]));
+        }
+        float alpha[2], mu[2], rs[2] = {0.f, 0.f};
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            mx[r] = quad_max(mx[r]);
+            mu[r] = mx[r] == -INFINITY ? 0.f : mx[r]; // nothing seen yet: keep exp2 finite
+            alpha[r] = ex2(m[r] - mu[r]);
+            m[r] = mx[r];
+        }
+#pragma unroll
+        for (int n = 0; n < BC / 8; n++) {
+            s[n][0] = ex2(s[n][0] - mu[0]);
+            s[n][1] = ex2(s[n][1] - mu[0]);
+            s[n][2] = ex2(s[n][2] - mu[1]);
+            s[n][3] = ex2(s[n][3] - mu[1]);
+            rs[0] += s[n][0] + s[n][1];
+            rs[1] += s[n][2] + s[n][3];
+        }
+        l[0] = l[0] * alpha[0] + rs[0];
+        l[1] = l[1] * alpha[1] + rs[1];
+#pragma unroll
+        for (int n = 0; n < DP / 8; n++) {
+            acc[n][0] *= alpha[0];
+            acc[n][1] *= alpha[0];
+            acc[n][2] *= alpha[1];
+            acc[n][3] *= alpha[1];
+        }
+        if (drop.on) { // the sum l is of the undropped probabilities; 1 / (1 - p) comes with 1 / l
+#pragma unroll
+            for (int n = 0; n < BC / 8; n++) {
+                const int col = j0 + n * 8 + 2 * t;
+                const float2 za = drop.pair(ra, col), zb = drop.pair(rb, col);
+                s[n][0] *= za.x;
+                s[n][1] *= za.y;
+                s[n][2] *= zb.x;
+                s[n][3] *= zb.y;
+            }
+        }
+        // O += P V
+#pragma unroll
+        for (int kk = 0; kk < BC / 16; kk++) {
+            const typename M::A a = M::from_c(s[2 * kk], s[2 * kk + 1]);
+#pragma unroll
+            for (int nn = 0; nn < DP / 16; nn++) {
+                typename M::B b0, b1;
+                M::ldB2t(b0, b1, Vb, ST, nn * 16, kk * 16);
+                M::mma(acc[2 * nn], a, b0);
+                M::mma(acc[2 * nn + 1], a, b1);
+            }
+        }
+        __syncthreads(); // the next prefetch overwrites this buffer
+    }
+    cp_wait<0>(); // nkb == 0 leaves the Q copy in flight
+
+    float inv[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        l[r] = quad_sum(l[r]);
+        inv[r] = l[r] > 0.f ? drop.scale / l[r] : 0.f;
+    }
+    if (t == 0) {
+        float *lse = p.lse + static_cast<int64_t>(bh) * p.Lq;
+        if (ra < p.Lq) lse[ra] = l[0] > 0.f ? (m[0] + __log2f(l[0])) * LN2 : INFINITY;
+        if (rb < p.Lq) lse[rb] = l[1] > 0.f ? (m[1] + __log2f(l[1])) * LN2 : INFINITY;
+    }
+    // stage O through this warp's own rows of Qs, then 16-byte stores
+    __syncwarp();
+    T *Os = Qs + warp * 16 * ST;
+#pragma unroll
+    for (int n = 0; n < DP / 8; n++) {
+        const float o[4] = {acc[n][0] * inv[0], acc[n][1] * inv[0], acc[n][2] * inv[1], acc[n][3] * inv[1]};
+        st_cfrag(Os, ST, 0, n * 8, o);
+    }
+    __syncwarp();
+    T *og = static_cast<T *>(p.o) + b * p.o_s[0] + h * p.o_s[1];
+    store_rows16<T, DP>(Os, og, p.o_s[2], i0 + warp * 16, p.Lq, p.D, p.vec);
+}
+
+template <typename T, int DP> cudaError_t launch_fwd(const fg_k_attn &p, cudaStream_t st)
+{
+    using C = FwdCfg<T, DP>;
+    static const cudaError_t attr = allow_smem(flash_fwd<T, DP>, C::SMEM);
+    if (attr != cudaSuccess) return attr;
+    const dim3 grid(static_cast<unsigned>(p.B * p.Hq), static_cast<unsigned>((p.Lq + C::BR - 1) / C::BR));
+    flash_fwd<T, DP><<<grid, NT, C::SMEM, st>>>(p);
+    return cudaGetLastError();
+}
+
+template <typename T> cudaError_t fwd_dispatch(const fg_k_attn &p, cudaStream_t st)
+{
+    switch (padded_dim(p.D)) {
+    case 32: return launch_fwd<T, 32>(p, st);
+    case 64: return launch_fwd<T, 64>(p, st);
+    case 128: return launch_fwd<T, 128>(p, st);
+    default: return launch_fwd<T, 256>(p, st);
+    }
+}
+} // namespace
+
+extern "C" int fg_k_flash_fwd(const fg_k_attn *p, int dtype, void *stream)
+{
+    if (p->D < 1 || p->D > 256 || p->Hkv < 1 || p->Hq % p->Hkv != 0 || p->Lq > 65535 * 64)
+        return static_cast<int>(cudaErrorInvalidValue);
+    if (p->B == 0 || p->Hq == 0 || p->Lq == 0) return 0;
+    cudaStream_t st = static_cast<cudaStream_t>(stream);
+    switch (dtype) {
+    case DT_F32: return static_cast<int>(fwd_dispatch<float>(*p, st));
+    case DT_BF16: return static_cast<int>(fwd_dispatch<bf16>(*p, st));
+    case DT_F16: return static_cast<int>(fwd_dispatch<f16>(*p, st));
+    default: return static_cast<int>(cudaErrorInvalidValue);
+    }
+}

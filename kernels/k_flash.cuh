@@ -1,0 +1,326 @@
+// Building blocks of the flash-attention kernels (attention_fwd.cu,
+// attention_bwd.cu): warp-level tensor-core products on 16x16 fragments,
+// asynchronous tile copies into shared memory, the causal bound and the
+// dropout mask. CUDA C++ only.
+//
+// Fragments follow mma.sync m16n8k16: lane l holds, with g = l / 4 and
+// t = l % 4, A elements (g | g + 8, 2t | 2t + 1 | 2t + 8 | 2t + 9), B elements
+// (k = 2t | 2t + 1 | 2t + 8 | 2t + 9, n = g) and C elements (g | g + 8,
+// 2t | 2t + 1). bf16/f16 use one m16n8k16 per product and ldmatrix loads.
+// f32 uses the same element sets, stored as floats, and per k16 step two
+// m16n8k8 tf32 products done three times over (hi*lo + lo*hi + hi*hi, the
+// "3xTF32" split), close to f32 accuracy on the tensor cores: the tf32 k slot
+// t of half h is column 8h + 2t and slot t + 4 is 8h + 2t + 1, which lines its
+// fragments up with the 16-bit ones. A C fragment pair therefore is an A
+// fragment (the probabilities go from one product into the next in registers).
+#ifndef FG_K_FLASH_CUH
+#define FG_K_FLASH_CUH
+
+#include <curand_philox4x32_x.h>
+#include "k_common.cuh"
+#include "fg_kernels.h"
+
+namespace fgk {
+namespace flash {
+
+constexpr int NT = 128; // threads per block: 4 warps
+constexpr float LOG2E = 1.4426950408889634f;
+constexpr float LN2 = 0.6931471805599453f;
+
+__device__ __forceinline__ uint32_t smem_u32(const void *p)
+{
+    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ float ex2(float x) // 2^x, ex2(-inf) = 0
+{
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+__device__ __forceinline__ void cp16(void *s, const void *g)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_u32(s)), "l"(g));
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+template <typename T> __device__ __forceinline__ T from_f(float v)
+{
+    T r;
+    put(r, v);
+    return r;
+}
+
+// Shared-memory row stride of a tile DP wide: one 16-byte chunk of padding
+// keeps ldmatrix's eight row reads in distinct banks.
+template <typename T, int DP> struct Tile {
+    static constexpr int CH = 16 / static_cast<int>(sizeof(T)); // elements per 16-byte chunk
+    static constexpr int ST = DP + CH;
+};
+
+// Rows [row0, row0 + ROWS) of an (L, D) slice with row stride ld (elements) into
+// s (row stride Tile::ST): zeros outside [0, nrows) x [0, D), so that padding
+// never feeds NaN into a product. vec: 16-byte copies are aligned.
+template <typename T, int ROWS, int DP>
+__device__ __forceinline__ void load_tile(T *s, const T *g, int64_t ld, int row0, int nrows, int D, bool vec)
+{
+    constexpr int CH = Tile<T, DP>::CH, NCH = DP / CH, ST = Tile<T, DP>::ST;
+    for (int idx = threadIdx.x; idx < ROWS * NCH; idx += NT) {
+        const int r = idx / NCH, c = (idx % NCH) * CH, row = row0 + r;
+        T *dst = s + r * ST + c;
+        if (row < nrows && c < D) {
+            const T *src = g + row * ld + c;
+            if (vec && c + CH <= D) {
+                cp16(dst, src);
+            } else {
+                for (int e = 0; e < CH; e++) dst[e] = c + e < D ? src[e] : from_f<T>(0.f);
+            }
+        } else {
+            *reinterpret_cast<uint4 *>(dst) = make_uint4(0, 0, 0, 0);
+        }
+    }
+}
+
+// The 16 rows at s (row stride Tile::ST) to rows [row0, row0 + 16) of an (L, D)
+// slice, by one warp; rows >= nrows and columns >= D are not written.
+template <typename T, int DP>
+__device__ __forceinline__ void store_rows16(const T *s, T *g, int64_t ld, int row0, int nrows, int D, bool vec)
+{
+    constexpr int CH = Tile<T, DP>::CH, NCH = DP / CH, ST = Tile<T, DP>::ST;
+    for (int idx = threadIdx.x & 31; idx < 16 * NCH; idx += 32) {
+        const int r = idx / NCH, c = (idx % NCH) * CH, row = row0 + r;
+        if (row >= nrows || c >= D) continue;
+        const T *src = s + r * ST + c;
+        T *dst = g + row * ld + c;
+        if (vec && c + CH <= D)
+            *reinterpret_cast<uint4 *>(dst) = *reinterpret_cast<const uint4 *>(src);
+        else
+            for (int e = 0; e < CH && c + e < D; e++) dst[e] = src[e];
+    }
+}
+
+// C-fragment pairs (rows g and g + 8 of a 16 x 8 tile) into shared memory.
+__device__ __forceinline__ void st_pair(float *p, float a, float b) { *reinterpret_cast<float2 *>(p) = make_float2(a, b); }
+__device__ __forceinline__ void st_pair(bf16 *p, float a, float b)
+{
+    *reinterpret_cast<__nv_bfloat162 *>(p) = __floats2bfloat162_rn(a, b);
+}
+__device__ __forceinline__ void st_pair(f16 *p, float a, float b) { *reinterpret_cast<__half2 *>(p) = __floats2half2_rn(a, b); }
+
+template <typename T>
+__device__ __forceinline__ void st_cfrag(T *s, int st, int r0, int c0, const float (&c)[4])
+{
+    const int l = threadIdx.x & 31, g = l >> 2, t = l & 3;
+    st_pair(s + (r0 + g) * st + c0 + 2 * t, c[0], c[1]);
+    st_pair(s + (r0 + g + 8) * st + c0 + 2 * t, c[2], c[3]);
+}
+
+template <typename T, bool HALF = (sizeof(T) == 2)> struct Mma;
+
+// bf16 / f16: one m16n8k16 per product, fragments by ldmatrix.
+template <typename T> struct Mma<T, true> {
+    struct A { uint32_t x[4]; };
+    struct B { uint32_t x[2]; };
+
+    // A (16 x 16) at (r0, c0) of a row-major s[r][c].
+    static __device__ __forceinline__ void ldA(A &a, const T *s, int st, int r0, int c0)
+    {
+        const int l = threadIdx.x & 31;
+        const T *p = s + (r0 + (l & 7) + ((l >> 3) & 1) * 8) * st + c0 + (l >> 4) * 8;
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(a.x[0]), "=r"(a.x[1]), "=r"(a.x[2]), "=r"(a.x[3])
+                     : "r"(smem_u32(p)));
+    }
+    // A (16 x 16) at (r0, c0) where s holds A transposed, s[c][r].
+    static __device__ __forceinline__ void ldAt(A &a, const T *s, int st, int r0, int c0)
+    {
+        const int l = threadIdx.x & 31;
+        const T *p = s + (c0 + (l & 7) + (l >> 4) * 8) * st + r0 + ((l >> 3) & 1) * 8;
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(a.x[0]), "=r"(a.x[1]), "=r"(a.x[2]), "=r"(a.x[3])
+                     : "r"(smem_u32(p)));
+    }
+    // B tiles n0..n0+7 and n0+8..n0+15, k0..k0+15, from s stored as s[n][k].
+    static __device__ __forceinline__ void ldB2(B &b0, B &b1, const T *s, int st, int n0, int k0)
+    {
+        const int l = threadIdx.x & 31;
+        const T *p = s + (n0 + (l & 7) + (l >> 4) * 8) * st + k0 + ((l >> 3) & 1) * 8;
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(b0.x[0]), "=r"(b0.x[1]), "=r"(b1.x[0]), "=r"(b1.x[1])
+                     : "r"(smem_u32(p)));
+    }
+    // The same from s stored as s[k][n].
+    static __device__ __forceinline__ void ldB2t(B &b0, B &b1, const T *s, int st, int n0, int k0)
+    {
+        const int l = threadIdx.x & 31;
+        const T *p = s + (k0 + (l & 7) + ((l >> 3) & 1) * 8) * st + n0 + (l >> 4) * 8;
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(b0.x[0]), "=r"(b0.x[1]), "=r"(b1.x[0]), "=r"(b1.x[1])
+                     : "r"(smem_u32(p)));
+    }
+    static __device__ __forceinline__ uint32_t pack(float lo, float hi) { return pack2<T>(lo, hi); }
+    // Two C tiles (columns 0-7 and 8-15) as the A fragment of a k16 step.
+    static __device__ __forceinline__ A from_c(const float (&c0)[4], const float (&c1)[4])
+    {
+        return A{{pack(c0[0], c0[1]), pack(c0[2], c0[3]), pack(c1[0], c1[1]), pack(c1[2], c1[3])}};
+    }
+    static __device__ __forceinline__ void mma(float (&c)[4], const A &a, const B &b)
+    {
+        if constexpr (__is_same(T, bf16))
+            asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                "{%0,%1,%2,%3};\n"
+                : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                : "r"(a.x[0]), "r"(a.x[1]), "r"(a.x[2]), "r"(a.x[3]), "r"(b.x[0]), "r"(b.x[1]));
+        else
+            asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                "{%0,%1,%2,%3};\n"
+                : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                : "r"(a.x[0]), "r"(a.x[1]), "r"(a.x[2]), "r"(a.x[3]), "r"(b.x[0]), "r"(b.x[1]));
+    }
+};
+
+// f32: the same element sets as floats; 3xTF32 products.
+template <> struct Mma<float, false> {
+    struct A { float x[8]; }; // (g,2t) (g,2t+1) (g+8,2t) (g+8,2t+1) (g,2t+8) (g,2t+9) (g+8,2t+8) (g+8,2t+9)
+    struct B { float x[4]; }; // k = 2t, 2t+1, 2t+8, 2t+9 at n = g
+
+    static __device__ __forceinline__ void ldA(A &a, const float *s, int st, int r0, int c0)
+    {
+        const int l = threadIdx.x & 31, g = l >> 2, t = l & 3;
+        const float *p = s + (r0 + g) * st + c0 + 2 * t;
+        const float2 v0 = *reinterpret_cast<const float2 *>(p), v1 = *reinterpret_cast<const float2 *>(p + 8 * st);
+        const float2 v2 = *reinterpret_cast<const float2 *>(p + 8), v3 = *reinterpret_cast<const float2 *>(p + 8 * st + 8);
+        a = A{{v0.x, v0.y, v1.x, v1.y, v2.x, v2.y, v3.x, v3.y}};
+    }
+    static __device__ __forceinline__ void ldAt(A &a, const float *s, int st, int r0, int c0)
+    {
+        const int l = threadIdx.x & 31, g = l >> 2, t = l & 3;
+        const float *p = s + (c0 + 2 * t) * st + r0 + g; // element (r, c) at s[(c0 + c) st + r0 + r]
+        a = A{{p[0], p[st], p[8], p[st + 8], p[8 * st], p[9 * st], p[8 * st + 8], p[9 * st + 8]}};
+    }
+    static __device__ __forceinline__ void ldB2(B &b0, B &b1, const float *s, int st, int n0, int k0)
+    {
+        const int l = threadIdx.x & 31, g = l >> 2, t = l & 3;
+        const float *p = s + (n0 + g) * st + k0 + 2 * t, *q = p + 8 * st;
+        const float2 u0 = *reinterpret_cast<const float2 *>(p), u1 = *reinterpret_cast<const float2 *>(p + 8);
+        const float2 w0 = *reinterpret_cast<const float2 *>(q), w1 = *reinterpret_cast<const float2 *>(q + 8);
+        b0 = B{{u0.x, u0.y, u1.x, u1.y}};
+        b1 = B{{w0.x, w0.y, w1.x, w1.y}};
+    }
+    static __device__ __forceinline__ void ldB2t(B &b0, B &b1, const float *s, int st, int n0, int k0)
+    {
+        const int l = threadIdx.x & 31, g = l >> 2, t = l & 3;
+        const float *p = s + (k0 + 2 * t) * st + n0 + g;
+        b0 = B{{p[0], p[st], p[8 * st], p[9 * st]}};
+        b1 = B{{p[8], p[st + 8], p[8 * st + 8], p[9 * st + 8]}};
+    }
+    static __device__ __forceinline__ A from_c(const float (&c0)[4], const float (&c1)[4])
+    {
+        return A{{c0[0], c0[1], c0[2], c0[3], c1[0], c1[1], c1[2], c1[3]}};
+    }
+    static __device__ __forceinline__ uint32_t tf32(float v)
+    {
+        uint32_t r;
+        asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(v));
+        return r;
+    }
+    static __device__ __forceinline__ void mma8(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2])
+    {
+        asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+            "{%0,%1,%2,%3};\n"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    }
+    static __device__ __forceinline__ void mma(float (&c)[4], const A &a, const B &b)
+    {
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            // tf32 A regs: (g, slot t), (g+8, slot t), (g, slot t+4), (g+8, slot t+4)
+            const float av[4] = {a.x[4 * h], a.x[4 * h + 2], a.x[4 * h + 1], a.x[4 * h + 3]};
+            const float bv[2] = {b.x[2 * h], b.x[2 * h + 1]};
+            uint32_t ah[4], al[4], bh[2], bl[2];
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                ah[i] = tf32(av[i]);
+                al[i] = tf32(av[i] - __uint_as_float(ah[i]));
+            }
+#pragma unroll
+            for (int i = 0; i < 2; i++) {
+                bh[i] = tf32(bv[i]);
+                bl[i] = tf32(bv[i] - __uint_as_float(bh[i]));
+            }
+            mma8(c, al, bh);
+            mma8(c, ah, bl);
+            mma8(c, ah, bh);
+        }
+    }
+};
+
+// Keys a query row sees: [0, key_end). Causal is aligned bottom-right (row i
+// sees j <= i + Lk - Lq); may be <= 0 (the row sees nothing).
+__device__ __forceinline__ int key_end(int row, const fg_k_attn &p)
+{
+    return p.causal ? min(p.Lk, row + p.Lk - p.Lq + 1) : p.Lk;
+}
+
+// The dropout mask: element (row i, key j) of head bh is kept when word j % 4
+// of philox(ctr = {j / 4, i, 2^31 | bh, offset}, key = seed) is >= threshold
+// (src/cpu/attention.c draws the same words). Counters depend on global
+// coordinates only, so any tiling regenerates the same mask. The kernels
+// multiply by the 0/1 mask where P enters a bf16 product and apply the
+// 1 / (1 - p) scale in fp32 (scaling P first would round it to 8 bits twice).
+struct Dropout {
+    uint2 key;
+    uint32_t c2, c3, thr;
+    float scale; // 1 / (1 - p); 1 without dropout
+    bool on;
+    __device__ __forceinline__ Dropout(const fg_k_attn &p, int bh)
+        : key(make_uint2(static_cast<uint32_t>(p.seed), static_cast<uint32_t>(p.seed >> 32))),
+          c2(0x80000000u | static_cast<uint32_t>(bh)), c3(static_cast<uint32_t>(p.rng_offset)),
+          thr(p.drop_threshold), scale(p.drop_threshold ? p.drop_scale : 1.f), on(p.drop_threshold != 0)
+    {
+    }
+    __device__ __forceinline__ uint4 words(int row, int col) const
+    {
+        return curand_Philox4x32_10(make_uint4(static_cast<uint32_t>(col) >> 2, static_cast<uint32_t>(row), c2, c3),
+                                    key);
+    }
+    __device__ __forceinline__ float keep(uint32_t w) const { return w >= thr ? 1.f : 0.f; }
+    // 0/1 of (row, col) and (row, col + 1), col even.
+    __device__ __forceinline__ float2 pair(int row, int col) const
+    {
+        const uint4 w = words(row, col);
+        return (col & 2) ? make_float2(keep(w.z), keep(w.w)) : make_float2(keep(w.x), keep(w.y));
+    }
+    __device__ __forceinline__ float one(int row, int col) const
+    {
+        const uint4 w = words(row, col);
+        const int k = col & 3;
+        return keep(k == 0 ? w.x : k == 1 ? w.y : k == 2 ? w.z : w.w);
+    }
+};
+
+// Max / sum over the four lanes that share a row of a C fragment.
+__device__ __forceinline__ float quad_max(float v)
+{
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+    return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+__device__ __forceinline__ float quad_sum(float v)
+{
+    v += __shfl_xor_sync(0xffffffffu, v, 1);
+    return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+// Sets the dynamic shared-memory limit of kernel once per process.
+template <typename K> inline cudaError_t allow_smem(K kernel, size_t bytes)
+{
+    return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+}
+
+// Padded head dim of the kernel instance for D (1..256).
+inline int padded_dim(int D) { return D <= 32 ? 32 : D <= 64 ? 64 : D <= 128 ? 128 : 256; }
+
+} // namespace flash
+} // namespace fgk
+#endif
