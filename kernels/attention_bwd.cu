@@ -101,10 +101,8 @@ __global__ void __launch_bounds__(NT) flash_bwd_dkdv(const fg_k_attn p, const fl
     const int ka = j0 + warp * 16 + g, kb = ka + 8; // this thread's two keys
     const float sl2 = p.scale * LOG2E;
     float dk[DP / 8][4], dv[DP / 8][4];
-#pragma unroll
-    for (int n = 0; n < DP / 8; n++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) dk[n][e] = dv[n][e] = 0.f;
+    zero(dk);
+    zero(dv);
 
     for (int it = 0; it < total; it++) {
         const int buf = it & 1;
@@ -123,20 +121,8 @@ __global__ void __launch_bounds__(NT) flash_bwd_dkdv(const fg_k_attn p, const fl
 
         // S^T = K Q^T (16 keys x BQ queries per warp)
         float st[BQ / 8][4];
-#pragma unroll
-        for (int n = 0; n < BQ / 8; n++) st[n][0] = st[n][1] = st[n][2] = st[n][3] = 0.f;
-#pragma unroll
-        for (int kk = 0; kk < DP / 16; kk++) {
-            typename M::A a;
-            M::ldA(a, Ks, ST, warp * 16, kk * 16);
-#pragma unroll
-            for (int nn = 0; nn < BQ / 16; nn++) {
-                typename M::B b0, b1;
-                M::ldB2(b0, b1, Qb, ST, nn * 16, kk * 16);
-                M::mma(st[2 * nn], a, b0);
-                M::mma(st[2 * nn + 1], a, b1);
-            }
-        }
+        zero(st);
+        mma_ss<T, DP / 16, BQ / 16>(st, Ks, ST, warp * 16, Qb, ST);
         // P^T; a key is visible to query i when key < key_end(i)
         const bool edge = j0 + BK > p.Lk || (p.causal && j0 + BK > key_end(i0, p));
         float pd[BQ / 8][4], z[BQ / 8][4];
@@ -151,50 +137,17 @@ __global__ void __launch_bounds__(NT) flash_bwd_dkdv(const fg_k_attn p, const fl
                 pd[n][e] = st[n][e] * z[n][e];
             }
         // dV += (P z)^T dO (z 0/1; 1 / (1 - p) applied to dV at the end)
-#pragma unroll
-        for (int kk = 0; kk < BQ / 16; kk++) {
-            const typename M::A a = M::from_c(pd[2 * kk], pd[2 * kk + 1]);
-#pragma unroll
-            for (int nn = 0; nn < DP / 16; nn++) {
-                typename M::B b0, b1;
-                M::ldB2t(b0, b1, dOb, ST, nn * 16, kk * 16);
-                M::mma(dv[2 * nn], a, b0);
-                M::mma(dv[2 * nn + 1], a, b1);
-            }
-        }
+        mma_rs<T, BQ / 16, DP / 16>(dv, pd, dOb, ST);
         // dP^T = V dO^T; dS^T = P^T (dP^T z - dsum), into pd
         float dp[BQ / 8][4];
-#pragma unroll
-        for (int n = 0; n < BQ / 8; n++) dp[n][0] = dp[n][1] = dp[n][2] = dp[n][3] = 0.f;
-#pragma unroll
-        for (int kk = 0; kk < DP / 16; kk++) {
-            typename M::A a;
-            M::ldA(a, Vs, ST, warp * 16, kk * 16);
-#pragma unroll
-            for (int nn = 0; nn < BQ / 16; nn++) {
-                typename M::B b0, b1;
-                M::ldB2(b0, b1, dOb, ST, nn * 16, kk * 16);
-                M::mma(dp[2 * nn], a, b0);
-                M::mma(dp[2 * nn + 1], a, b1);
-            }
-        }
+        zero(dp);
+        mma_ss<T, DP / 16, BQ / 16>(dp, Vs, ST, warp * 16, dOb, ST);
 #pragma unroll
         for (int n = 0; n < BQ / 8; n++)
 #pragma unroll
             for (int e = 0; e < 4; e++)
                 pd[n][e] = st[n][e] * (dp[n][e] * z[n][e] * drop.scale - dsum_b[n * 8 + 2 * t + (e & 1)]);
-        // dK += dS^T Q
-#pragma unroll
-        for (int kk = 0; kk < BQ / 16; kk++) {
-            const typename M::A a = M::from_c(pd[2 * kk], pd[2 * kk + 1]);
-#pragma unroll
-            for (int nn = 0; nn < DP / 16; nn++) {
-                typename M::B b0, b1;
-                M::ldB2t(b0, b1, Qb, ST, nn * 16, kk * 16);
-                M::mma(dk[2 * nn], a, b0);
-                M::mma(dk[2 * nn + 1], a, b1);
-            }
-        }
+        mma_rs<T, BQ / 16, DP / 16>(dk, pd, Qb, ST); // dK += dS^T Q
         if constexpr (ATOMIC_DQ) {
             // dQ (BQ x DP) += dS K: dS^T through shared memory, then fp32 atomics
 #pragma unroll
@@ -202,8 +155,7 @@ __global__ void __launch_bounds__(NT) flash_bwd_dkdv(const fg_k_attn p, const fl
             __syncthreads();
             const int wr = warp % C::WR, wc = warp / C::WR;
             float dq[C::NCOL / 8][4];
-#pragma unroll
-            for (int n = 0; n < C::NCOL / 8; n++) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.f;
+            zero(dq);
 #pragma unroll
             for (int kk = 0; kk < BK / 16; kk++) {
                 typename M::A a;
@@ -231,21 +183,13 @@ __global__ void __launch_bounds__(NT) flash_bwd_dkdv(const fg_k_attn p, const fl
     cp_wait<0>();
     __syncthreads();
 
-    // dK (times scale) and dV staged through this warp's rows of Ks / Vs
-    T *dKs = Ks + warp * 16 * ST, *dVs = Vs + warp * 16 * ST;
+    // dK (times scale) and dV (times 1 / (1 - p)) staged through this warp's rows of Ks / Vs
     const float vs = p.drop_threshold ? p.drop_scale : 1.f;
-#pragma unroll
-    for (int n = 0; n < DP / 8; n++) {
-        const float kv[4] = {dk[n][0] * p.scale, dk[n][1] * p.scale, dk[n][2] * p.scale, dk[n][3] * p.scale};
-        const float vv[4] = {dv[n][0] * vs, dv[n][1] * vs, dv[n][2] * vs, dv[n][3] * vs};
-        st_cfrag(dKs, ST, 0, n * 8, kv);
-        st_cfrag(dVs, ST, 0, n * 8, vv);
-    }
-    __syncwarp();
-    store_rows16<T, DP>(dKs, static_cast<T *>(p.dk) + b * p.dk_s[0] + hk * p.dk_s[1], p.dk_s[2], j0 + warp * 16,
-                        p.Lk, p.D, p.vec);
-    store_rows16<T, DP>(dVs, static_cast<T *>(p.dv) + b * p.dv_s[0] + hk * p.dv_s[1], p.dv_s[2], j0 + warp * 16,
-                        p.Lk, p.D, p.vec);
+    store_acc16<T, DP>(dk, p.scale, p.scale, Ks + warp * 16 * ST,
+                       static_cast<T *>(p.dk) + b * p.dk_s[0] + hk * p.dk_s[1], p.dk_s[2], j0 + warp * 16, p.Lk, p.D,
+                       p.vec);
+    store_acc16<T, DP>(dv, vs, vs, Vs + warp * 16 * ST, static_cast<T *>(p.dv) + b * p.dv_s[0] + hk * p.dv_s[1],
+                       p.dv_s[2], j0 + warp * 16, p.Lk, p.D, p.vec);
 }
 
 template <typename T, int DP> struct QCfg {
@@ -257,7 +201,6 @@ template <typename T, int DP> struct QCfg {
 
 template <typename T, int DP> __global__ void __launch_bounds__(NT) flash_bwd_dq(const fg_k_attn p, const float *dsum)
 {
-    using M = Mma<T>;
     using C = QCfg<T, DP>;
     constexpr int BR = C::BR, BC = C::BC, ST = C::ST;
     extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -291,43 +234,16 @@ template <typename T, int DP> __global__ void __launch_bounds__(NT) flash_bwd_dq
     const float ds[2] = {ra < p.Lq ? dsum[rowa] : 0.f, rb < p.Lq ? dsum[rowa + 8] : 0.f};
     const Dropout drop(p, bh);
     float dq[DP / 8][4];
-#pragma unroll
-    for (int n = 0; n < DP / 8; n++) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.f;
+    zero(dq);
 
     for (int jb = 0; jb < nkb; jb++) {
-        const int buf = jb & 1, j0 = jb * BC;
-        if (jb + 1 < nkb) {
-            load_tile<T, BC, DP>(Ks + (buf ^ 1) * BC * ST, kg, p.k_s[2], j0 + BC, p.Lk, p.D, p.vec);
-            load_tile<T, BC, DP>(Vs + (buf ^ 1) * BC * ST, vg, p.v_s[2], j0 + BC, p.Lk, p.D, p.vec);
-            cp_commit();
-            cp_wait<1>();
-        } else {
-            cp_wait<0>();
-        }
-        __syncthreads();
+        const int buf = kv_step<T, BC, DP>(Ks, Vs, kg, vg, p, jb, nkb), j0 = jb * BC;
         const T *Kb = Ks + buf * BC * ST, *Vb = Vs + buf * BC * ST;
         float s[BC / 8][4], dp[BC / 8][4];
-#pragma unroll
-        for (int n = 0; n < BC / 8; n++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) s[n][e] = dp[n][e] = 0.f;
-        // S = Q K^T and dP = dO V^T
-#pragma unroll
-        for (int kk = 0; kk < DP / 16; kk++) {
-            typename M::A a, ad;
-            M::ldA(a, Qs, ST, warp * 16, kk * 16);
-            M::ldA(ad, dOs, ST, warp * 16, kk * 16);
-#pragma unroll
-            for (int nn = 0; nn < BC / 16; nn++) {
-                typename M::B b0, b1;
-                M::ldB2(b0, b1, Kb, ST, nn * 16, kk * 16);
-                M::mma(s[2 * nn], a, b0);
-                M::mma(s[2 * nn + 1], a, b1);
-                M::ldB2(b0, b1, Vb, ST, nn * 16, kk * 16);
-                M::mma(dp[2 * nn], ad, b0);
-                M::mma(dp[2 * nn + 1], ad, b1);
-            }
-        }
+        zero(s);
+        zero(dp);
+        mma_ss<T, DP / 16, BC / 16>(s, Qs, ST, warp * 16, Kb, ST);   // S = Q K^T
+        mma_ss<T, DP / 16, BC / 16>(dp, dOs, ST, warp * 16, Vb, ST); // dP = dO V^T
         // dS = P (dP z - dsum), P = exp2(S scale log2e - LSE log2e)
         const bool edge = j0 + BC > min(ew, p.Lk);
 #pragma unroll
@@ -347,31 +263,13 @@ template <typename T, int DP> __global__ void __launch_bounds__(NT) flash_bwd_dq
                 s[n][e] = pr * (dp[n][e] * z[e] - ds[r]);
             }
         }
-        // dQ += dS K
-#pragma unroll
-        for (int kk = 0; kk < BC / 16; kk++) {
-            const typename M::A a = M::from_c(s[2 * kk], s[2 * kk + 1]);
-#pragma unroll
-            for (int nn = 0; nn < DP / 16; nn++) {
-                typename M::B b0, b1;
-                M::ldB2t(b0, b1, Kb, ST, nn * 16, kk * 16);
-                M::mma(dq[2 * nn], a, b0);
-                M::mma(dq[2 * nn + 1], a, b1);
-            }
-        }
+        mma_rs<T, BC / 16, DP / 16>(dq, s, Kb, ST); // dQ += dS K
         __syncthreads();
     }
     cp_wait<0>();
-    __syncwarp();
-    T *dQs = Qs + warp * 16 * ST; // this warp's rows only
-#pragma unroll
-    for (int n = 0; n < DP / 8; n++) {
-        const float v[4] = {dq[n][0] * p.scale, dq[n][1] * p.scale, dq[n][2] * p.scale, dq[n][3] * p.scale};
-        st_cfrag(dQs, ST, 0, n * 8, v);
-    }
-    __syncwarp();
-    store_rows16<T, DP>(dQs, static_cast<T *>(p.dq) + b * p.dq_s[0] + h * p.dq_s[1], p.dq_s[2], i0 + warp * 16,
-                        p.Lq, p.D, p.vec);
+    store_acc16<T, DP>(dq, p.scale, p.scale, Qs + warp * 16 * ST, // this warp's rows only
+                       static_cast<T *>(p.dq) + b * p.dq_s[0] + h * p.dq_s[1], p.dq_s[2], i0 + warp * 16, p.Lq, p.D,
+                       p.vec);
 }
 
 template <typename T, int DP>

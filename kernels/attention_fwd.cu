@@ -20,7 +20,6 @@ template <typename T, int DP> struct FwdCfg {
 
 template <typename T, int DP> __global__ void __launch_bounds__(NT) flash_fwd(const fg_k_attn p)
 {
-    using M = Mma<T>;
     using C = FwdCfg<T, DP>;
     constexpr int BR = C::BR, BC = C::BC, ST = C::ST;
     extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -51,38 +50,16 @@ template <typename T, int DP> __global__ void __launch_bounds__(NT) flash_fwd(co
     const Dropout drop(p, bh);
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
     float acc[DP / 8][4];
-#pragma unroll
-    for (int n = 0; n < DP / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+    zero(acc);
 
     for (int jb = 0; jb < nkb; jb++) {
-        const int buf = jb & 1, j0 = jb * BC;
-        if (jb + 1 < nkb) {
-            load_tile<T, BC, DP>(Ks + (buf ^ 1) * BC * ST, kg, p.k_s[2], j0 + BC, p.Lk, p.D, p.vec);
-            load_tile<T, BC, DP>(Vs + (buf ^ 1) * BC * ST, vg, p.v_s[2], j0 + BC, p.Lk, p.D, p.vec);
-            cp_commit();
-            cp_wait<1>();
-        } else {
-            cp_wait<0>();
-        }
-        __syncthreads();
+        const int buf = kv_step<T, BC, DP>(Ks, Vs, kg, vg, p, jb, nkb), j0 = jb * BC;
         const T *Kb = Ks + buf * BC * ST, *Vb = Vs + buf * BC * ST;
 
         // S = Q K^T (16 x BC per warp)
         float s[BC / 8][4];
-#pragma unroll
-        for (int n = 0; n < BC / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
-#pragma unroll
-        for (int kk = 0; kk < DP / 16; kk++) {
-            typename M::A a;
-            M::ldA(a, Qs, ST, warp * 16, kk * 16);
-#pragma unroll
-            for (int nn = 0; nn < BC / 16; nn++) {
-                typename M::B b0, b1;
-                M::ldB2(b0, b1, Kb, ST, nn * 16, kk * 16);
-                M::mma(s[2 * nn], a, b0);
-                M::mma(s[2 * nn + 1], a, b1);
-            }
-        }
+        zero(s);
+        mma_ss<T, DP / 16, BC / 16>(s, Qs, ST, warp * 16, Kb, ST);
         // scale into the log2 domain; mask keys past Lk or the causal bound
         const bool edge = j0 + BC > min(ew, p.Lk);
 #pragma unroll
@@ -136,18 +113,7 @@ template <typename T, int DP> __global__ void __launch_bounds__(NT) flash_fwd(co
                 s[n][3] *= zb.y;
             }
         }
-        // O += P V
-#pragma unroll
-        for (int kk = 0; kk < BC / 16; kk++) {
-            const typename M::A a = M::from_c(s[2 * kk], s[2 * kk + 1]);
-#pragma unroll
-            for (int nn = 0; nn < DP / 16; nn++) {
-                typename M::B b0, b1;
-                M::ldB2t(b0, b1, Vb, ST, nn * 16, kk * 16);
-                M::mma(acc[2 * nn], a, b0);
-                M::mma(acc[2 * nn + 1], a, b1);
-            }
-        }
+        mma_rs<T, BC / 16, DP / 16>(acc, s, Vb, ST); // O += P V
         __syncthreads(); // the next prefetch overwrites this buffer
     }
     cp_wait<0>(); // nkb == 0 leaves the Q copy in flight
@@ -163,17 +129,9 @@ template <typename T, int DP> __global__ void __launch_bounds__(NT) flash_fwd(co
         if (ra < p.Lq) lse[ra] = l[0] > 0.f ? (m[0] + __log2f(l[0])) * LN2 : INFINITY;
         if (rb < p.Lq) lse[rb] = l[1] > 0.f ? (m[1] + __log2f(l[1])) * LN2 : INFINITY;
     }
-    // stage O through this warp's own rows of Qs, then 16-byte stores
-    __syncwarp();
-    T *Os = Qs + warp * 16 * ST;
-#pragma unroll
-    for (int n = 0; n < DP / 8; n++) {
-        const float o[4] = {acc[n][0] * inv[0], acc[n][1] * inv[0], acc[n][2] * inv[1], acc[n][3] * inv[1]};
-        st_cfrag(Os, ST, 0, n * 8, o);
-    }
-    __syncwarp();
-    T *og = static_cast<T *>(p.o) + b * p.o_s[0] + h * p.o_s[1];
-    store_rows16<T, DP>(Os, og, p.o_s[2], i0 + warp * 16, p.Lq, p.D, p.vec);
+    // O through this warp's own rows of Qs, then 16-byte stores
+    store_acc16<T, DP>(acc, inv[0], inv[1], Qs + warp * 16 * ST, static_cast<T *>(p.o) + b * p.o_s[0] + h * p.o_s[1],
+                       p.o_s[2], i0 + warp * 16, p.Lq, p.D, p.vec);
 }
 
 template <typename T, int DP> cudaError_t launch_fwd(const fg_k_attn &p, cudaStream_t st)

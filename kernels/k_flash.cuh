@@ -256,6 +256,89 @@ template <> struct Mma<float, false> {
     }
 };
 
+template <int N> __device__ __forceinline__ void zero(float (&c)[N][4])
+{
+#pragma unroll
+    for (int n = 0; n < N; n++) c[n][0] = c[n][1] = c[n][2] = c[n][3] = 0.f;
+}
+
+// c (16 x 16 NB) += A B: A is rows r0..r0+15, columns 0..16 KB of the
+// row-major As; B (16 KB x 16 NB) is stored as Bs[n][k].
+template <typename T, int KB, int NB>
+__device__ __forceinline__ void mma_ss(float (&c)[2 * NB][4], const T *As, int ast, int r0, const T *Bs, int bst)
+{
+    using M = Mma<T>;
+#pragma unroll
+    for (int kk = 0; kk < KB; kk++) {
+        typename M::A a;
+        M::ldA(a, As, ast, r0, kk * 16);
+#pragma unroll
+        for (int nn = 0; nn < NB; nn++) {
+            typename M::B b0, b1;
+            M::ldB2(b0, b1, Bs, bst, nn * 16, kk * 16);
+            M::mma(c[2 * nn], a, b0);
+            M::mma(c[2 * nn + 1], a, b1);
+        }
+    }
+}
+
+// c (16 x 16 NB) += P B: P (16 x 16 KB) is in registers as C tiles (a pair
+// per k16 step); B is stored as Bs[k][n], columns from n0.
+template <typename T, int KB, int NB>
+__device__ __forceinline__ void mma_rs(float (&c)[2 * NB][4], const float (&pc)[2 * KB][4], const T *Bs, int bst,
+                                       int n0 = 0)
+{
+    using M = Mma<T>;
+#pragma unroll
+    for (int kk = 0; kk < KB; kk++) {
+        const typename M::A a = M::from_c(pc[2 * kk], pc[2 * kk + 1]);
+#pragma unroll
+        for (int nn = 0; nn < NB; nn++) {
+            typename M::B b0, b1;
+            M::ldB2t(b0, b1, Bs, bst, n0 + nn * 16, kk * 16);
+            M::mma(c[2 * nn], a, b0);
+            M::mma(c[2 * nn + 1], a, b1);
+        }
+    }
+}
+
+// A warp's 16 x DP accumulator, rows g scaled by sa and rows g + 8 by sb,
+// staged through the warp's own 16 rows s (row stride Tile::ST) and stored to
+// rows [row0, row0 + 16) of g (see store_rows16).
+template <typename T, int DP>
+__device__ __forceinline__ void store_acc16(const float (&acc)[DP / 8][4], float sa, float sb, T *s, T *g, int64_t ld,
+                                            int row0, int nrows, int D, bool vec)
+{
+    __syncwarp();
+#pragma unroll
+    for (int n = 0; n < DP / 8; n++) {
+        const float v[4] = {acc[n][0] * sa, acc[n][1] * sa, acc[n][2] * sb, acc[n][3] * sb};
+        st_cfrag(s, Tile<T, DP>::ST, 0, n * 8, v);
+    }
+    __syncwarp();
+    store_rows16<T, DP>(s, g, ld, row0, nrows, D, vec);
+}
+
+// One step of the double-buffered key/value stream (BC rows per block, nkb
+// blocks, block 0 already issued): prefetches block jb + 1 into the other
+// buffer, waits for block jb and returns its buffer index.
+template <typename T, int BC, int DP>
+__device__ __forceinline__ int kv_step(T *Ks, T *Vs, const T *kg, const T *vg, const fg_k_attn &p, int jb, int nkb)
+{
+    constexpr int ST = Tile<T, DP>::ST;
+    const int buf = jb & 1;
+    if (jb + 1 < nkb) {
+        load_tile<T, BC, DP>(Ks + (buf ^ 1) * BC * ST, kg, p.k_s[2], (jb + 1) * BC, p.Lk, p.D, p.vec);
+        load_tile<T, BC, DP>(Vs + (buf ^ 1) * BC * ST, vg, p.v_s[2], (jb + 1) * BC, p.Lk, p.D, p.vec);
+        cp_commit();
+        cp_wait<1>();
+    } else {
+        cp_wait<0>();
+    }
+    __syncthreads();
+    return buf;
+}
+
 // Keys a query row sees: [0, key_end). Causal is aligned bottom-right (row i
 // sees j <= i + Lk - Lq); may be <= 0 (the row sees nothing).
 __device__ __forceinline__ int key_end(int row, const fg_k_attn &p)
