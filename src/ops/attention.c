@@ -251,10 +251,10 @@ static fg_tensor *repeat_heads(fg_tensor *t, int64_t G)
     return fg_reshape(fg_contiguous(e), FG_SHAPE(B, H * G, L, D));
 }
 
-/* A (rows, cols) 0/1 mask in dtype dt on dev. */
-static fg_tensor *mask_of(const double *m, int64_t rows, int64_t cols, fg_dtype dt, fg_device dev)
+/* Host values m (row-major, of the given shape) as a tensor of dtype dt on dev: the masks and dropout factors. */
+static fg_tensor *mask_of(const double *m, int ndim, const int64_t *shape, fg_dtype dt, fg_device dev)
 {
-    fg_tensor *h = fg_from_f64(m, FG_SHAPE(rows, cols), dt, FG_CPU);
+    fg_tensor *h = fg_from_f64(m, ndim, shape, dt, FG_CPU);
     return h && dev != FG_CPU ? fg_to(h, dev, dt) : h;
 }
 
@@ -270,9 +270,9 @@ static fg_tensor *dropout_factors(const fg_tensor *q, int64_t Lk, const fg_attn_
     for (int64_t bh = 0; bh < BH; bh++)
         for (int64_t i = 0; i < Lq; i++)
             for (int64_t j = 0; j < Lk; j++) m[(bh * Lq + i) * Lk + j] = fg_attn_drop_factor(d, bh, i, j);
-    fg_tensor *h = fg_from_f64(m, FG_SHAPE(q->shape[0], q->shape[1], Lq, Lk), dt, FG_CPU);
+    fg_tensor *h = mask_of(m, FG_SHAPE(q->shape[0], q->shape[1], Lq, Lk), dt, q->device);
     free(m);
-    return h && q->device != FG_CPU ? fg_to(h, q->device, dt) : h;
+    return h;
 }
 
 static fg_tensor *math_forward(fg_tensor *q, fg_tensor *k, fg_tensor *v, attn_cfg *c, fg_tensor **lse_out)
@@ -298,8 +298,8 @@ static fg_tensor *math_forward(fg_tensor *q, fg_tensor *k, fg_tensor *v, attn_cf
                 /* rows with no key stay unmasked (finite softmax, zeroed after: no NaN anywhere) */
                 for (int64_t j = 0; j < Lk; j++) m[i * Lk + j] = e > 0 && j >= e;
             }
-            fg_tensor *mk = mask_of(m, Lq, Lk, S->dtype, S->device);
-            full = any_full ? mask_of(fr, Lq, 1, S->dtype, S->device) : NULL;
+            fg_tensor *mk = mask_of(m, FG_SHAPE(Lq, Lk), S->dtype, S->device);
+            full = any_full ? mask_of(fr, FG_SHAPE(Lq, 1), S->dtype, S->device) : NULL;
             free(m);
             S = mk && (full || !any_full) ? fg_masked_fill(S, mk, -INFINITY) : NULL;
         }
