@@ -17,32 +17,31 @@ namespace {
 using namespace fgk;
 using namespace fgk::flash;
 
-// dsum (B, Hq, Lq) = rowsum(dO * O) in fp32.
+constexpr int ROWS = 64; // rows per block of the two row-wise passes (grid: B Hq x Lq / ROWS)
+
+// dsum (laid out like lse) = rowsum(dO * O) in fp32, one warp per row.
 template <typename T> __global__ void __launch_bounds__(NT) flash_bwd_pre(const fg_k_attn p, float *dsum)
 {
-    const int64_t row = static_cast<int64_t>(blockIdx.x) * (NT / 32) + (threadIdx.x >> 5);
-    const int lane = threadIdx.x & 31;
-    if (row >= static_cast<int64_t>(p.B) * p.Hq * p.Lq) return;
-    const int i = static_cast<int>(row % p.Lq);
-    const int64_t bh = row / p.Lq, b = bh / p.Hq, h = bh % p.Hq;
-    const T *o = static_cast<const T *>(p.o) + b * p.o_s[0] + h * p.o_s[1] + i * p.o_s[2];
-    const T *d = static_cast<const T *>(p.dout) + b * p.do_s[0] + h * p.do_s[1] + i * p.do_s[2];
-    float acc = 0.f;
-    for (int c = lane; c < p.D; c += 32) acc += to_acc(o[c]) * to_acc(d[c]);
-    acc = warp_reduce(acc, 32, Add{});
-    if (lane == 0) dsum[row] = acc;
+    const int b = blockIdx.x / p.Hq, h = blockIdx.x % p.Hq, lane = threadIdx.x & 31;
+    const Seq sq(p, b);
+    const T *o = rows_of<T>(p.o, p.o_s, b, h, sq.q0), *d = rows_of<T>(p.dout, p.do_s, b, h, sq.q0);
+    for (int i = blockIdx.y * ROWS + (threadIdx.x >> 5); i < min(sq.lq, (blockIdx.y + 1) * ROWS); i += NT / 32) {
+        float acc = 0.f;
+        for (int c = lane; c < p.D; c += 32) acc += to_acc(o[i * p.o_s[2] + c]) * to_acc(d[i * p.do_s[2] + c]);
+        acc = warp_reduce(acc, 32, Add{});
+        if (lane == 0) dsum[sq.lse0(p, b, h) + i] = acc;
+    }
 }
 
-// dq = scale * acc, from the fp32 accumulator (B, Hq, Lq, D).
-template <typename T> __global__ void flash_bwd_dq_convert(const fg_k_attn p, const float *acc)
+// dq = scale * acc, from the fp32 accumulator (rows laid out like lse, times D).
+template <typename T> __global__ void __launch_bounds__(NT) flash_bwd_dq_convert(const fg_k_attn p, const float *acc)
 {
-    const int64_t n = static_cast<int64_t>(p.B) * p.Hq * p.Lq * p.D;
-    FGK_GRID_STRIDE(idx, n)
-    {
-        const int d = static_cast<int>(idx % p.D);
-        const int64_t r = idx / p.D, i = r % p.Lq, bh = r / p.Lq, b = bh / p.Hq, h = bh % p.Hq;
-        put(static_cast<T *>(p.dq)[b * p.dq_s[0] + h * p.dq_s[1] + i * p.dq_s[2] + d], acc[idx] * p.scale);
-    }
+    const int b = blockIdx.x / p.Hq, h = blockIdx.x % p.Hq, i0 = blockIdx.y * ROWS;
+    const Seq sq(p, b);
+    const int n = (min(sq.lq, i0 + ROWS) - i0) * p.D;
+    T *dq = rows_of<T>(p.dq, p.dq_s, b, h, sq.q0 + i0);
+    const float *a = acc + (sq.lse0(p, b, h) + i0) * p.D;
+    for (int idx = threadIdx.x; idx < n; idx += NT) put(dq[(idx / p.D) * p.dq_s[2] + idx % p.D], a[idx] * p.scale);
 }
 
 template <typename T, int DP> struct KvCfg {
@@ -73,26 +72,26 @@ __global__ void __launch_bounds__(NT) flash_bwd_dkdv(const fg_k_attn p, const fl
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int bhk = blockIdx.x, b = bhk / p.Hkv, hk = bhk % p.Hkv, G = p.Hq / p.Hkv;
     const int j0 = (gridDim.y - 1 - blockIdx.y) * BK;
-    const T *kg = static_cast<const T *>(p.k) + b * p.k_s[0] + hk * p.k_s[1];
-    const T *vg = static_cast<const T *>(p.v) + b * p.v_s[0] + hk * p.v_s[1];
-    load_tile<T, BK, DP>(Ks, kg, p.k_s[2], j0, p.Lk, p.D, p.vec);
-    load_tile<T, BK, DP>(Vs, vg, p.v_s[2], j0, p.Lk, p.D, p.vec);
+    const Seq sq(p, b);
+    if (j0 >= sq.nk) return; // a shorter sequence of a varlen batch
+    const T *kg = rows_of<T>(p.k, p.k_s, b, hk, sq.k0), *vg = rows_of<T>(p.v, p.v_s, b, hk, sq.k0);
+    load_tile<T, BK, DP>(Ks, kg, p.k_s[2], j0, sq.lk, p.D, p.vec); // padded keys read as zeros
+    load_tile<T, BK, DP>(Vs, vg, p.v_s[2], j0, sq.lk, p.D, p.vec);
 
-    // query rows that can see key j0: i >= j0 - (Lk - Lq) when causal
-    const int istart = p.causal ? min(max(j0 - (p.Lk - p.Lq), 0), p.Lq) : 0;
-    const int ib0 = istart / BQ, nib = (p.Lq + BQ - 1) / BQ - ib0, total = G * nib;
+    // query rows that can see key j0: i >= j0 - (lk - lq) when causal; none past lk
+    const int istart = sq.causal ? min(max(j0 - (sq.lk - sq.lq), 0), sq.lq) : 0;
+    const int ib0 = istart / BQ, nib = (sq.lq + BQ - 1) / BQ - ib0, total = j0 < sq.lk ? G * nib : 0;
 
     auto issue = [&](int it, int buf) {
         const int h = hk * G + it / nib, i0 = (ib0 + it % nib) * BQ;
-        const int64_t bh = static_cast<int64_t>(b) * p.Hq + h;
-        load_tile<T, BQ, DP>(Qs + buf * BQ * ST, static_cast<const T *>(p.q) + b * p.q_s[0] + h * p.q_s[1], p.q_s[2],
-                             i0, p.Lq, p.D, p.vec);
-        load_tile<T, BQ, DP>(dOs + buf * BQ * ST, static_cast<const T *>(p.dout) + b * p.do_s[0] + h * p.do_s[1],
-                             p.do_s[2], i0, p.Lq, p.D, p.vec);
+        const int64_t l0 = sq.lse0(p, b, h);
+        load_tile<T, BQ, DP>(Qs + buf * BQ * ST, rows_of<T>(p.q, p.q_s, b, h, sq.q0), p.q_s[2], i0, sq.lq, p.D, p.vec);
+        load_tile<T, BQ, DP>(dOs + buf * BQ * ST, rows_of<T>(p.dout, p.do_s, b, h, sq.q0), p.do_s[2], i0, sq.lq, p.D,
+                             p.vec);
         for (int r = threadIdx.x; r < BQ; r += NT) {
-            const bool in = i0 + r < p.Lq;
-            lse_s[buf * BQ + r] = in ? p.lse[bh * p.Lq + i0 + r] * LOG2E : INFINITY; // P = 0 past Lq
-            dsum_s[buf * BQ + r] = in ? dsum[bh * p.Lq + i0 + r] : 0.f;
+            const bool in = i0 + r < sq.lq;
+            lse_s[buf * BQ + r] = in ? p.lse[l0 + i0 + r] * LOG2E : INFINITY; // P = 0 past lq
+            dsum_s[buf * BQ + r] = in ? dsum[l0 + i0 + r] : 0.f;
         }
     };
     if (total > 0) issue(0, 0);
@@ -124,14 +123,14 @@ __global__ void __launch_bounds__(NT) flash_bwd_dkdv(const fg_k_attn p, const fl
         zero(st);
         mma_ss<T, DP / 16, BQ / 16>(st, Ks, ST, warp * 16, Qb, ST);
         // P^T; a key is visible to query i when key < key_end(i)
-        const bool edge = j0 + BK > p.Lk || (p.causal && j0 + BK > key_end(i0, p));
+        const bool edge = j0 + BK > sq.lk || (sq.causal && j0 + BK > sq.key_end(i0));
         float pd[BQ / 8][4], z[BQ / 8][4];
 #pragma unroll
         for (int n = 0; n < BQ / 8; n++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 const int qc = n * 8 + 2 * t + (e & 1), key = e < 2 ? ka : kb;
-                const bool vis = !edge || key < key_end(i0 + qc, p);
+                const bool vis = !edge || key < sq.key_end(i0 + qc);
                 st[n][e] = vis ? ex2(st[n][e] * sl2 - lse_b[qc]) : 0.f;
                 z[n][e] = drop.on ? drop.one(i0 + qc, key) : 1.f;
                 pd[n][e] = st[n][e] * z[n][e];
@@ -169,13 +168,13 @@ __global__ void __launch_bounds__(NT) flash_bwd_dkdv(const fg_k_attn p, const fl
                 }
             }
             const int qa = i0 + wr * 16 + g;
-            float *dst = dq_acc + (static_cast<int64_t>(bh) * p.Lq + qa) * p.D;
+            float *dst = dq_acc + (sq.lse0(p, b, h) + qa) * p.D;
 #pragma unroll
             for (int n = 0; n < C::NCOL / 8; n++)
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
                     const int d = wc * C::NCOL + n * 8 + 2 * t + (e & 1), row = e < 2 ? 0 : 8;
-                    if (qa + row < p.Lq && d < p.D) atomicAdd(dst + row * p.D + d, dq[n][e]);
+                    if (qa + row < sq.lq && d < p.D) atomicAdd(dst + row * p.D + d, dq[n][e]);
                 }
         }
         __syncthreads(); // the next prefetch overwrites this buffer
@@ -185,11 +184,10 @@ __global__ void __launch_bounds__(NT) flash_bwd_dkdv(const fg_k_attn p, const fl
 
     // dK (times scale) and dV (times 1 / (1 - p)) staged through this warp's rows of Ks / Vs
     const float vs = p.drop_threshold ? p.drop_scale : 1.f;
-    store_acc16<T, DP>(dk, p.scale, p.scale, Ks + warp * 16 * ST,
-                       static_cast<T *>(p.dk) + b * p.dk_s[0] + hk * p.dk_s[1], p.dk_s[2], j0 + warp * 16, p.Lk, p.D,
-                       p.vec);
-    store_acc16<T, DP>(dv, vs, vs, Vs + warp * 16 * ST, static_cast<T *>(p.dv) + b * p.dv_s[0] + hk * p.dv_s[1],
-                       p.dv_s[2], j0 + warp * 16, p.Lk, p.D, p.vec);
+    store_acc16<T, DP>(dk, p.scale, p.scale, Ks + warp * 16 * ST, rows_of<T>(p.dk, p.dk_s, b, hk, sq.k0), p.dk_s[2],
+                       j0 + warp * 16, sq.nk, p.D, p.vec);
+    store_acc16<T, DP>(dv, vs, vs, Vs + warp * 16 * ST, rows_of<T>(p.dv, p.dv_s, b, hk, sq.k0), p.dv_s[2],
+                       j0 + warp * 16, sq.nk, p.D, p.vec);
 }
 
 template <typename T, int DP> struct QCfg {
@@ -212,32 +210,31 @@ template <typename T, int DP> __global__ void __launch_bounds__(NT) flash_bwd_dq
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int bh = blockIdx.x, b = bh / p.Hq, h = bh % p.Hq, hk = h / (p.Hq / p.Hkv);
     const int i0 = (gridDim.y - 1 - blockIdx.y) * BR;
-    const T *kg = static_cast<const T *>(p.k) + b * p.k_s[0] + hk * p.k_s[1];
-    const T *vg = static_cast<const T *>(p.v) + b * p.v_s[0] + hk * p.v_s[1];
-    const int jend = max(0, key_end(min(i0 + BR, p.Lq) - 1, p));
+    const Seq sq(p, b);
+    if (i0 >= sq.lq) return;
+    const T *kg = rows_of<T>(p.k, p.k_s, b, hk, sq.k0), *vg = rows_of<T>(p.v, p.v_s, b, hk, sq.k0);
+    const int jend = max(0, sq.key_end(min(i0 + BR, sq.lq) - 1));
     const int nkb = (jend + BC - 1) / BC;
-    load_tile<T, BR, DP>(Qs, static_cast<const T *>(p.q) + b * p.q_s[0] + h * p.q_s[1], p.q_s[2], i0, p.Lq, p.D,
-                         p.vec);
-    load_tile<T, BR, DP>(dOs, static_cast<const T *>(p.dout) + b * p.do_s[0] + h * p.do_s[1], p.do_s[2], i0, p.Lq,
-                         p.D, p.vec);
+    load_tile<T, BR, DP>(Qs, rows_of<T>(p.q, p.q_s, b, h, sq.q0), p.q_s[2], i0, sq.lq, p.D, p.vec);
+    load_tile<T, BR, DP>(dOs, rows_of<T>(p.dout, p.do_s, b, h, sq.q0), p.do_s[2], i0, sq.lq, p.D, p.vec);
     if (nkb > 0) {
-        load_tile<T, BC, DP>(Ks, kg, p.k_s[2], 0, p.Lk, p.D, p.vec);
-        load_tile<T, BC, DP>(Vs, vg, p.v_s[2], 0, p.Lk, p.D, p.vec);
+        load_tile<T, BC, DP>(Ks, kg, p.k_s[2], 0, sq.lk, p.D, p.vec);
+        load_tile<T, BC, DP>(Vs, vg, p.v_s[2], 0, sq.lk, p.D, p.vec);
     }
     cp_commit();
 
     const int ra = i0 + warp * 16 + g, rb = ra + 8;
-    const int ea = key_end(ra, p), eb = key_end(rb, p), ew = key_end(i0 + warp * 16, p);
-    const int64_t rowa = static_cast<int64_t>(bh) * p.Lq + ra;
+    const int ea = sq.key_end(ra), eb = sq.key_end(rb), ew = sq.key_end(i0 + warp * 16);
+    const int64_t rowa = sq.lse0(p, b, h) + ra;
     const float sl2 = p.scale * LOG2E;
-    const float lse2[2] = {ra < p.Lq ? p.lse[rowa] * LOG2E : INFINITY, rb < p.Lq ? p.lse[rowa + 8] * LOG2E : INFINITY};
-    const float ds[2] = {ra < p.Lq ? dsum[rowa] : 0.f, rb < p.Lq ? dsum[rowa + 8] : 0.f};
+    const float lse2[2] = {ra < sq.lq ? p.lse[rowa] * LOG2E : INFINITY, rb < sq.lq ? p.lse[rowa + 8] * LOG2E : INFINITY};
+    const float ds[2] = {ra < sq.lq ? dsum[rowa] : 0.f, rb < sq.lq ? dsum[rowa + 8] : 0.f};
     const Dropout drop(p, bh);
     float dq[DP / 8][4];
     zero(dq);
 
     for (int jb = 0; jb < nkb; jb++) {
-        const int buf = kv_step<T, BC, DP>(Ks, Vs, kg, vg, p, jb, nkb), j0 = jb * BC;
+        const int buf = kv_step<T, BC, DP>(Ks, Vs, kg, vg, p, sq.lk, jb, nkb), j0 = jb * BC;
         const T *Kb = Ks + buf * BC * ST, *Vb = Vs + buf * BC * ST;
         float s[BC / 8][4], dp[BC / 8][4];
         zero(s);
@@ -245,7 +242,7 @@ template <typename T, int DP> __global__ void __launch_bounds__(NT) flash_bwd_dq
         mma_ss<T, DP / 16, BC / 16>(s, Qs, ST, warp * 16, Kb, ST);   // S = Q K^T
         mma_ss<T, DP / 16, BC / 16>(dp, dOs, ST, warp * 16, Vb, ST); // dP = dO V^T
         // dS = P (dP z - dsum), P = exp2(S scale log2e - LSE log2e)
-        const bool edge = j0 + BC > min(ew, p.Lk);
+        const bool edge = j0 + BC > min(ew, sq.lk);
 #pragma unroll
         for (int n = 0; n < BC / 8; n++) {
             const int col = j0 + n * 8 + 2 * t;
@@ -268,15 +265,14 @@ template <typename T, int DP> __global__ void __launch_bounds__(NT) flash_bwd_dq
     }
     cp_wait<0>();
     store_acc16<T, DP>(dq, p.scale, p.scale, Qs + warp * 16 * ST, // this warp's rows only
-                       static_cast<T *>(p.dq) + b * p.dq_s[0] + h * p.dq_s[1], p.dq_s[2], i0 + warp * 16, p.Lq, p.D,
-                       p.vec);
+                       rows_of<T>(p.dq, p.dq_s, b, h, sq.q0), p.dq_s[2], i0 + warp * 16, sq.lq, p.D, p.vec);
 }
 
 template <typename T, int DP>
 cudaError_t launch_bwd(const fg_k_attn &p, bool det, float *dsum, float *dq_acc, cudaStream_t st)
 {
-    const int64_t rows = static_cast<int64_t>(p.B) * p.Hq * p.Lq;
-    flash_bwd_pre<T><<<static_cast<unsigned>((rows + NT / 32 - 1) / (NT / 32)), NT, 0, st>>>(p, dsum);
+    const dim3 rgrid(static_cast<unsigned>(p.B * p.Hq), static_cast<unsigned>((p.Lq + ROWS - 1) / ROWS));
+    flash_bwd_pre<T><<<rgrid, NT, 0, st>>>(p, dsum);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
     using KC = KvCfg<T, DP>;
@@ -293,12 +289,13 @@ cudaError_t launch_bwd(const fg_k_attn &p, bool det, float *dsum, float *dq_acc,
         flash_bwd_dq<T, DP><<<qgrid, NT, QC::SMEM, st>>>(p, dsum);
         return cudaGetLastError();
     }
-    if ((e = cudaMemsetAsync(dq_acc, 0, sizeof(float) * static_cast<size_t>(rows) * p.D, st)) != cudaSuccess) return e;
+    if ((e = cudaMemsetAsync(dq_acc, 0, sizeof(float) * static_cast<size_t>(p.lse_n) * p.D, st)) != cudaSuccess)
+        return e;
     static const cudaError_t a3 = allow_smem(flash_bwd_dkdv<T, DP, true>, KC::SMEM);
     if (a3 != cudaSuccess) return a3;
     flash_bwd_dkdv<T, DP, true><<<kgrid, NT, KC::SMEM, st>>>(p, dsum, dq_acc);
     if ((e = cudaGetLastError()) != cudaSuccess) return e;
-    flash_bwd_dq_convert<T><<<grid_for(rows * p.D, 256), 256, 0, st>>>(p, dq_acc);
+    flash_bwd_dq_convert<T><<<rgrid, NT, 0, st>>>(p, dq_acc);
     return cudaGetLastError();
 }
 
@@ -314,31 +311,34 @@ template <typename T> cudaError_t bwd_dispatch(const fg_k_attn &p, bool det, flo
 
 size_t dsum_bytes(const fg_k_attn &p)
 {
-    const size_t n = sizeof(float) * static_cast<size_t>(p.B) * p.Hq * p.Lq;
+    const size_t n = sizeof(float) * static_cast<size_t>(p.lse_n);
     return (n + 255) / 256 * 256;
 }
 } // namespace
 
-extern "C" size_t fg_k_flash_bwd_scratch(const fg_k_attn *p, int deterministic)
+extern "C" size_t fg_k_flash_bwd_scratch(const fg_k_attn *p0, int deterministic)
 {
-    return dsum_bytes(*p) + (deterministic ? 0 : sizeof(float) * static_cast<size_t>(p->B) * p->Hq * p->Lq * p->D);
+    fg_k_attn p;
+    if (!normalize(p0, &p)) return 0;
+    return dsum_bytes(p) + (deterministic ? 0 : sizeof(float) * static_cast<size_t>(p.lse_n) * p.D);
 }
 
-extern "C" int fg_k_flash_bwd(const fg_k_attn *p, int dtype, int deterministic, void *scratch, size_t scratch_bytes,
+extern "C" int fg_k_flash_bwd(const fg_k_attn *p0, int dtype, int deterministic, void *scratch, size_t scratch_bytes,
                               void *stream)
 {
-    if (p->D < 1 || p->D > 256 || p->Hkv < 1 || p->Hq % p->Hkv != 0 || p->Lq > 65535 * 64 || p->Lk > 65535 * 64 ||
-        scratch_bytes < fg_k_flash_bwd_scratch(p, deterministic))
+    fg_k_attn p;
+    if (!normalize(p0, &p) || scratch_bytes < fg_k_flash_bwd_scratch(&p, deterministic))
         return static_cast<int>(cudaErrorInvalidValue);
     cudaStream_t st = static_cast<cudaStream_t>(stream);
-    if (p->B == 0 || p->Hq == 0 || p->Lk == 0 || p->Lq == 0) return 0; // the host zero-fills
+    // Nothing to launch when no key exists: the caller zero-fills dq, dk and dv.
+    if (p.B == 0 || p.Hq == 0 || p.Lk == 0 || p.Lq == 0) return 0;
     float *dsum = static_cast<float *>(scratch);
-    float *dq_acc = reinterpret_cast<float *>(static_cast<char *>(scratch) + dsum_bytes(*p));
+    float *dq_acc = reinterpret_cast<float *>(static_cast<char *>(scratch) + dsum_bytes(p));
     const bool det = deterministic != 0;
     switch (dtype) {
-    case DT_F32: return static_cast<int>(bwd_dispatch<float>(*p, det, dsum, dq_acc, st));
-    case DT_BF16: return static_cast<int>(bwd_dispatch<bf16>(*p, det, dsum, dq_acc, st));
-    case DT_F16: return static_cast<int>(bwd_dispatch<f16>(*p, det, dsum, dq_acc, st));
+    case DT_F32: return static_cast<int>(bwd_dispatch<float>(p, det, dsum, dq_acc, st));
+    case DT_BF16: return static_cast<int>(bwd_dispatch<bf16>(p, det, dsum, dq_acc, st));
+    case DT_F16: return static_cast<int>(bwd_dispatch<f16>(p, det, dsum, dq_acc, st));
     default: return static_cast<int>(cudaErrorInvalidValue);
     }
 }

@@ -30,22 +30,24 @@ template <typename T, int DP> __global__ void __launch_bounds__(NT) flash_fwd(co
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int bh = blockIdx.x, b = bh / p.Hq, h = bh % p.Hq, hk = h / (p.Hq / p.Hkv);
     const int i0 = (gridDim.y - 1 - blockIdx.y) * BR; // the longest causal rows first
-    const T *qg = static_cast<const T *>(p.q) + b * p.q_s[0] + h * p.q_s[1];
-    const T *kg = static_cast<const T *>(p.k) + b * p.k_s[0] + hk * p.k_s[1];
-    const T *vg = static_cast<const T *>(p.v) + b * p.v_s[0] + hk * p.v_s[1];
+    const Seq sq(p, b);
+    if (i0 >= sq.lq) return; // a shorter sequence of a varlen batch
+    const T *qg = rows_of<T>(p.q, p.q_s, b, h, sq.q0);
+    const T *kg = rows_of<T>(p.k, p.k_s, b, hk, sq.k0);
+    const T *vg = rows_of<T>(p.v, p.v_s, b, hk, sq.k0);
 
-    const int jend = max(0, key_end(min(i0 + BR, p.Lq) - 1, p)); // what the block's last row sees
+    const int jend = max(0, sq.key_end(min(i0 + BR, sq.lq) - 1)); // what the block's last row sees
     const int nkb = (jend + BC - 1) / BC;
-    load_tile<T, BR, DP>(Qs, qg, p.q_s[2], i0, p.Lq, p.D, p.vec);
+    load_tile<T, BR, DP>(Qs, qg, p.q_s[2], i0, sq.lq, p.D, p.vec);
     if (nkb > 0) {
-        load_tile<T, BC, DP>(Ks, kg, p.k_s[2], 0, p.Lk, p.D, p.vec);
-        load_tile<T, BC, DP>(Vs, vg, p.v_s[2], 0, p.Lk, p.D, p.vec);
+        load_tile<T, BC, DP>(Ks, kg, p.k_s[2], 0, sq.lk, p.D, p.vec);
+        load_tile<T, BC, DP>(Vs, vg, p.v_s[2], 0, sq.lk, p.D, p.vec);
     }
     cp_commit();
 
-    const int ra = i0 + warp * 16 + g, rb = ra + 8;      // this thread's two rows
-    const int ea = key_end(ra, p), eb = key_end(rb, p);  // their key bounds
-    const int ew = key_end(i0 + warp * 16, p);           // the warp's smallest bound
+    const int ra = i0 + warp * 16 + g, rb = ra + 8;     // this thread's two rows
+    const int ea = sq.key_end(ra), eb = sq.key_end(rb); // their key bounds
+    const int ew = sq.key_end(i0 + warp * 16);          // the warp's smallest bound
     const float sl2 = p.scale * LOG2E;
     const Dropout drop(p, bh);
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
@@ -53,7 +55,7 @@ template <typename T, int DP> __global__ void __launch_bounds__(NT) flash_fwd(co
     zero(acc);
 
     for (int jb = 0; jb < nkb; jb++) {
-        const int buf = kv_step<T, BC, DP>(Ks, Vs, kg, vg, p, jb, nkb), j0 = jb * BC;
+        const int buf = kv_step<T, BC, DP>(Ks, Vs, kg, vg, p, sq.lk, jb, nkb), j0 = jb * BC;
         const T *Kb = Ks + buf * BC * ST, *Vb = Vs + buf * BC * ST;
 
         // S = Q K^T (16 x BC per warp)
@@ -61,7 +63,7 @@ template <typename T, int DP> __global__ void __launch_bounds__(NT) flash_fwd(co
         zero(s);
         mma_ss<T, DP / 16, BC / 16>(s, Qs, ST, warp * 16, Kb, ST);
         // scale into the log2 domain; mask keys past Lk or the causal bound
-        const bool edge = j0 + BC > min(ew, p.Lk);
+        const bool edge = j0 + BC > min(ew, sq.lk);
 #pragma unroll
         for (int n = 0; n < BC / 8; n++)
 #pragma unroll
@@ -125,13 +127,13 @@ template <typename T, int DP> __global__ void __launch_bounds__(NT) flash_fwd(co
         inv[r] = l[r] > 0.f ? drop.scale / l[r] : 0.f;
     }
     if (t == 0) {
-        float *lse = p.lse + static_cast<int64_t>(bh) * p.Lq;
-        if (ra < p.Lq) lse[ra] = l[0] > 0.f ? (m[0] + __log2f(l[0])) * LN2 : INFINITY;
-        if (rb < p.Lq) lse[rb] = l[1] > 0.f ? (m[1] + __log2f(l[1])) * LN2 : INFINITY;
+        float *lse = p.lse + sq.lse0(p, b, h);
+        if (ra < sq.lq) lse[ra] = l[0] > 0.f ? (m[0] + __log2f(l[0])) * LN2 : INFINITY;
+        if (rb < sq.lq) lse[rb] = l[1] > 0.f ? (m[1] + __log2f(l[1])) * LN2 : INFINITY;
     }
     // O through this warp's own rows of Qs, then 16-byte stores
-    store_acc16<T, DP>(acc, inv[0], inv[1], Qs + warp * 16 * ST, static_cast<T *>(p.o) + b * p.o_s[0] + h * p.o_s[1],
-                       p.o_s[2], i0 + warp * 16, p.Lq, p.D, p.vec);
+    store_acc16<T, DP>(acc, inv[0], inv[1], Qs + warp * 16 * ST, rows_of<T>(p.o, p.o_s, b, h, sq.q0), p.o_s[2],
+                       i0 + warp * 16, sq.lq, p.D, p.vec);
 }
 
 template <typename T, int DP> cudaError_t launch_fwd(const fg_k_attn &p, cudaStream_t st)
@@ -155,16 +157,16 @@ template <typename T> cudaError_t fwd_dispatch(const fg_k_attn &p, cudaStream_t 
 }
 } // namespace
 
-extern "C" int fg_k_flash_fwd(const fg_k_attn *p, int dtype, void *stream)
+extern "C" int fg_k_flash_fwd(const fg_k_attn *p0, int dtype, void *stream)
 {
-    if (p->D < 1 || p->D > 256 || p->Hkv < 1 || p->Hq % p->Hkv != 0 || p->Lq > 65535 * 64)
-        return static_cast<int>(cudaErrorInvalidValue);
-    if (p->B == 0 || p->Hq == 0 || p->Lq == 0) return 0;
+    fg_k_attn p;
+    if (!normalize(p0, &p)) return static_cast<int>(cudaErrorInvalidValue);
+    if (p.B == 0 || p.Hq == 0 || p.Lq == 0) return 0;
     cudaStream_t st = static_cast<cudaStream_t>(stream);
     switch (dtype) {
-    case DT_F32: return static_cast<int>(fwd_dispatch<float>(*p, st));
-    case DT_BF16: return static_cast<int>(fwd_dispatch<bf16>(*p, st));
-    case DT_F16: return static_cast<int>(fwd_dispatch<f16>(*p, st));
+    case DT_F32: return static_cast<int>(fwd_dispatch<float>(p, st));
+    case DT_BF16: return static_cast<int>(fwd_dispatch<bf16>(p, st));
+    case DT_F16: return static_cast<int>(fwd_dispatch<f16>(p, st));
     default: return static_cast<int>(cudaErrorInvalidValue);
     }
 }

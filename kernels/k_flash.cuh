@@ -320,16 +320,17 @@ __device__ __forceinline__ void store_acc16(const float (&acc)[DP / 8][4], float
 }
 
 // One step of the double-buffered key/value stream (BC rows per block, nkb
-// blocks, block 0 already issued): prefetches block jb + 1 into the other
+// blocks, block 0 already issued; keys past lk read as zeros): prefetches block jb + 1 into the other
 // buffer, waits for block jb and returns its buffer index.
 template <typename T, int BC, int DP>
-__device__ __forceinline__ int kv_step(T *Ks, T *Vs, const T *kg, const T *vg, const fg_k_attn &p, int jb, int nkb)
+__device__ __forceinline__ int kv_step(T *Ks, T *Vs, const T *kg, const T *vg, const fg_k_attn &p, int lk, int jb,
+                                       int nkb)
 {
     constexpr int ST = Tile<T, DP>::ST;
     const int buf = jb & 1;
     if (jb + 1 < nkb) {
-        load_tile<T, BC, DP>(Ks + (buf ^ 1) * BC * ST, kg, p.k_s[2], (jb + 1) * BC, p.Lk, p.D, p.vec);
-        load_tile<T, BC, DP>(Vs + (buf ^ 1) * BC * ST, vg, p.v_s[2], (jb + 1) * BC, p.Lk, p.D, p.vec);
+        load_tile<T, BC, DP>(Ks + (buf ^ 1) * BC * ST, kg, p.k_s[2], (jb + 1) * BC, lk, p.D, p.vec);
+        load_tile<T, BC, DP>(Vs + (buf ^ 1) * BC * ST, vg, p.v_s[2], (jb + 1) * BC, lk, p.D, p.vec);
         cp_commit();
         cp_wait<1>();
     } else {
@@ -339,11 +340,36 @@ __device__ __forceinline__ int kv_step(T *Ks, T *Vs, const T *kg, const T *vg, c
     return buf;
 }
 
-// Keys a query row sees: [0, key_end). Causal is aligned bottom-right (row i
-// sees j <= i + Lk - Lq); may be <= 0 (the row sees nothing).
-__device__ __forceinline__ int key_end(int row, const fg_k_attn &p)
+// Sequence b of a problem (see k_attention.h): its lengths and where its rows
+// start, dense or varlen, with the key padding applied.
+struct Seq {
+    int lq, lk, nk; // query rows, keys seen, key rows owned (dK/dV written: zeros past lk)
+    int64_t q0, k0; // first row in q / out / lse and in k / v
+    bool causal;
+    __device__ __forceinline__ Seq(const fg_k_attn &p, int b) : causal(p.causal != 0)
+    {
+        if (p.cu_q) {
+            q0 = p.cu_q[b], k0 = p.cu_k[b];
+            lq = p.cu_q[b + 1] - p.cu_q[b], nk = p.cu_k[b + 1] - p.cu_k[b];
+        } else {
+            q0 = 0, k0 = 0, lq = p.Lq, nk = p.Lk;
+        }
+        lk = p.k_len ? min(nk, max(p.k_len[b], 0)) : nk;
+    }
+    // Keys a query row sees: [0, key_end). Causal is aligned bottom-right (row
+    // i sees j <= i + lk - lq); may be <= 0 (the row sees nothing).
+    __device__ __forceinline__ int key_end(int row) const { return causal ? min(lk, row + lk - lq + 1) : lk; }
+    // lse / dsum index of row 0 of head h (dq_acc: times D).
+    __device__ __forceinline__ int64_t lse0(const fg_k_attn &p, int b, int h) const
+    {
+        return b * p.lse_s[0] + h * p.lse_s[1] + q0;
+    }
+};
+
+// Row row0 of head h of batch entry b of a tensor with strides s.
+template <typename T> __device__ __forceinline__ T *rows_of(const void *base, const int64_t (&s)[3], int b, int h, int64_t row0)
 {
-    return p.causal ? min(p.Lk, row + p.Lk - p.Lq + 1) : p.Lk;
+    return const_cast<T *>(static_cast<const T *>(base)) + b * s[0] + h * s[1] + row0 * s[2];
 }
 
 // The dropout mask: element (row i, key j) of head bh is kept when word j % 4
@@ -399,6 +425,21 @@ __device__ __forceinline__ float quad_sum(float v)
 template <typename K> inline cudaError_t allow_smem(K kernel, size_t bytes)
 {
     return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+}
+
+// Checks the sizes the kernels take and fills lse_s / lse_n of a dense
+// problem left at 0 (contiguous (B, Hq, Lq)) into *out.
+inline bool normalize(const fg_k_attn *p, fg_k_attn *out)
+{
+    *out = *p;
+    if (p->D < 1 || p->D > 256 || p->Hkv < 1 || p->Hq % p->Hkv != 0 || p->B < 0 || p->Hq < 0 || p->Lq < 0 ||
+        p->Lk < 0 || p->Lq > 65535 * 64 || p->Lk > 65535 * 64 || (!p->cu_q) != (!p->cu_k))
+        return false;
+    if (p->lse_n == 0 && !p->cu_q) {
+        out->lse_s[0] = static_cast<int64_t>(p->Hq) * p->Lq, out->lse_s[1] = p->Lq;
+        out->lse_n = static_cast<int64_t>(p->B) * p->Hq * p->Lq;
+    }
+    return true;
 }
 
 // Padded head dim of the kernel instance for D (1..256).

@@ -2,8 +2,9 @@
  * f64 (itself checked against the math backend and finite differences in
  * test_attention.c): forward, LSE and all three gradients over a grid of
  * shapes, dtypes and layouts; dropout (CPU == GPU mask); deterministic mode;
- * large logits; the keep rate. */
+ * large logits; the keep rate; varlen with key padding. */
 #include <check.h>
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,12 +20,16 @@ static fg_tensor *rnd(fg_generator *g, int ndim, const int64_t *shape, double sc
     return scale != 1.0 ? fg_mul_scalar(t, scale) : t;
 }
 
-/* ||a - ref|| / ||ref|| <= tol (ref nonzero), finite. */
+/* ||a - ref|| / ||ref|| <= tol (ref nonzero), and no NaN or infinity where ref
+ * has none (fg_compare's L2 covers finite pairs only; a non-finite one is a
+ * mismatch past any finite atol). */
 static void ck_rel(const fg_tensor *a, const fg_tensor *ref, double tol, const char *what, int c)
 {
     ck_assert_msg(a != NULL, "%s (case %d): NULL: %s", what, c, fg_last_error());
     fg_compare_result r;
-    ck_assert_int_eq(fg_compare(a, ref, INFINITY, 0, &r), FG_OK);
+    ck_assert_int_eq(fg_compare(a, ref, DBL_MAX, 0, &r), FG_OK);
+    ck_assert_msg(r.n_mismatch == 0, "%s (case %d): %lld non-finite values where the reference is finite (at %lld)",
+                  what, c, (long long)r.n_mismatch, (long long)r.worst_index);
     ck_assert_msg(r.rel_l2_err <= tol, "%s (case %d): rel l2 err %.3g > %g (max abs %.3g at %lld)", what, c,
                   r.rel_l2_err, tol, r.max_abs_err, (long long)r.worst_index);
 }
@@ -189,6 +194,84 @@ START_TEST(test_flash_large_logits)
 }
 END_TEST
 
+/* varlen + key padding on the GPU against the CPU flash backend in f64 on the
+ * same rounded values: sequences of every kind (empty, one row, several
+ * tiles, keys cut by key_lengths to 0, 1 or a few), padded keys holding NaN
+ * (never read: a read would spread NaN), the sequence tables on the GPU. */
+static void run_varlen(fg_generator *gen, int64_t D, fg_dtype dt, bool causal, bool det, double drop, int ci)
+{
+    enum { N = 6 };
+    const int64_t lq[N] = {0, 100, 1, 257, 64, 33}, nk[N] = {5, 130, 0, 300, 64, 20}, kl[N] = {5, 77, 0, 300, 1, 0};
+    const int64_t Hq = 4, Hkv = 2;
+    double cq[N + 1] = {0}, ckk[N + 1] = {0}, kld[N];
+    for (int b = 0; b < N; b++) cq[b + 1] = cq[b] + (double)lq[b], ckk[b + 1] = ckk[b] + (double)nk[b], kld[b] = (double)kl[b];
+    const int64_t tq = (int64_t)cq[N], tk = (int64_t)ckk[N];
+    fg_tensor *q = fg_to(fg_to(rnd(gen, FG_SHAPE(tq, Hq, D), 1.0), FG_CPU, dt), FG_CPU, FG_F64);
+    fg_tensor *go = fg_to(fg_to(rnd(gen, FG_SHAPE(tq, Hq, D), 1.0), FG_CPU, dt), FG_CPU, FG_F64);
+    fg_tensor *kv[2];
+    for (int t = 0; t < 2; t++) { /* NaN in the padded keys */
+        double *h = malloc(sizeof(double) * (size_t)(tk * Hkv * D));
+        read_f64(fg_to(fg_to(rnd(gen, FG_SHAPE(tk, Hkv, D), 1.0), FG_CPU, dt), FG_CPU, FG_F64), h, tk * Hkv * D);
+        for (int b = 0; b < N; b++)
+            for (int64_t j = kl[b]; j < nk[b]; j++)
+                for (int64_t x = 0; x < Hkv * D; x++) h[((int64_t)ckk[b] + j) * Hkv * D + x] = NAN;
+        kv[t] = fg_from_f64(h, FG_SHAPE(tk, Hkv, D), FG_F64, FG_CPU);
+        free(h);
+    }
+    fg_tensor *in[2][3] = {{q, kv[0], kv[1]}, {fg_to(q, FG_CUDA, dt), fg_to(kv[0], FG_CUDA, dt), fg_to(kv[1], FG_CUDA, dt)}};
+    fg_tensor *y[2], *l[2];
+    for (int m = 0; m < 2; m++) {
+        const fg_device dev = m ? FG_CUDA : FG_CPU;
+        for (int i = 0; i < 3; i++) fg_set_requires_grad(in[m][i], true);
+        fg_generator *g = fg_generator_new(3);
+        fg_attention_opts o = {.causal = causal, .backend = FG_ATTN_FLASH, .deterministic = det, .dropout_p = drop,
+                               .generator = g,
+                               .cu_seqlens_q = fg_from_f64(cq, FG_SHAPE(N + 1), FG_I32, dev),
+                               .cu_seqlens_k = fg_from_f64(ckk, FG_SHAPE(N + 1), FG_I32, dev),
+                               .key_lengths = fg_from_f64(kld, FG_SHAPE(N), FG_I64, dev)};
+        y[m] = fg_attention_lse(in[m][0], in[m][1], in[m][2], &o, &l[m]);
+        fg_generator_free(g);
+        ck_assert_msg(y[m] != NULL, "varlen forward (%s, %s): %s", m ? "cuda" : "cpu", fg_dtype_name(dt), fg_last_error());
+        ck_assert_msg(fg_backward_with_grad(y[m], m ? fg_to(go, FG_CUDA, dt) : go) == FG_OK, "varlen backward: %s",
+                      fg_last_error());
+    }
+    ck_assert_msg(fg_cuda_synchronize() == FG_OK, "sync: %s", fg_last_error());
+    const double tol = tol_of(dt);
+    ck_rel(y[1], y[0], tol, "varlen out", ci);
+    fg_compare_result r;
+    ck_assert_int_eq(fg_compare(l[1], l[0], dt == FG_F32 ? 1e-4 : 5e-2, dt == FG_F32 ? 1e-5 : 1e-2, &r), FG_OK);
+    ck_assert_msg(r.allclose, "varlen lse (case %d, %s): max abs err %.3g", ci, fg_dtype_name(dt), r.max_abs_err);
+    static const char *names[3] = {"varlen dq", "varlen dk", "varlen dv"};
+    for (int i = 0; i < 3; i++) {
+        ck_rel(fg_grad(in[1][i]), fg_grad(in[0][i]), 2 * tol, names[i], ci);
+        if (i == 0) continue;
+        fg_compare_result z; /* padded keys: exactly zero */
+        fg_tensor *gd = fg_to(fg_grad(in[1][i]), FG_CPU, FG_F64);
+        for (int b = 0; b < N; b++) {
+            fg_tensor *pad = fg_narrow(gd, 0, (int64_t)ckk[b] + kl[b], nk[b] - kl[b]);
+            ck_assert_int_eq(fg_compare(pad, fg_zeros_like(pad), 0, 0, &z), FG_OK);
+            ck_assert_msg(z.n_mismatch == 0, "%s of padded keys of sequence %d not zero", names[i], b);
+        }
+    }
+}
+
+START_TEST(test_flash_varlen)
+{
+    BEGIN;
+    static const int64_t dims[] = {64, 128, 40};
+    int ci = 0;
+    for (int d = 0; d < 3; d++)
+        for (int causal = 0; causal < 2; causal++) {
+            fg_scope *sc = fg_scope_begin();
+            run_varlen(gen, dims[d], FG_F32, causal, (ci & 1) != 0, ci == 3 ? 0.2 : 0.0, ci);
+            run_varlen(gen, dims[d], FG_BF16, causal, (ci & 2) != 0, 0.0, ci);
+            fg_scope_end(sc);
+            ci++;
+        }
+    END;
+}
+END_TEST
+
 static Suite *mk(void)
 {
     Suite *s = suite_create("cuda_attention");
@@ -198,6 +281,7 @@ static Suite *mk(void)
     tcase_add_test(tc, test_flash_dropout);
     tcase_add_test(tc, test_flash_deterministic);
     tcase_add_test(tc, test_flash_large_logits);
+    tcase_add_test(tc, test_flash_varlen);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -42,6 +42,25 @@ extern "C" {
  * always deterministic. */
 typedef enum { FG_ATTN_AUTO = 0, FG_ATTN_FLASH, FG_ATTN_MATH } fg_attn_backend;
 
+/*
+ * Variable-length batches (varlen): cu_seqlens_q and cu_seqlens_k set (1-d
+ * i32 or i64 tensors of B + 1 entries, on any device) pack B sequences along
+ * the rows: q is (total_q, Hq, D), k and v (total_k, Hkv, D) (the last dim
+ * contiguous, any other strides), out is (total_q, Hq, D) and the LSE
+ * (Hq, total_q). Sequence b is rows [cu_seqlens_q[b], cu_seqlens_q[b + 1]) of
+ * q and [cu_seqlens_k[b], cu_seqlens_k[b + 1]) of k / v; both start at 0, never
+ * decrease and end at the totals. Zero-length sequences are allowed. Each
+ * sequence is computed as if alone (causal aligned to its own lengths);
+ * dropout uses b as the batch index and the rows and keys of the sequence.
+ * max_seqlen_q / max_seqlen_k: 0, or a bound on the lengths (checked).
+ *
+ * Key padding: key_lengths (1-d i32/i64, B entries, any device) keeps the
+ * first key_lengths[b] keys of sequence b (0..Lk; dense or varlen): the rest
+ * are never read (their values may be anything, even NaN) and get zero
+ * gradients; the result equals running the sequence with only those keys.
+ *
+ * Both read the (small) length tensors on the host to check them, one copy
+ * from the GPU per call. */
 typedef struct {
     bool causal;
     double scale;      /* 0: 1 / sqrt(D) */
@@ -49,6 +68,9 @@ typedef struct {
     fg_attn_backend backend;
     bool deterministic;
     fg_generator *generator; /* dropout's stream; NULL: fg_default_generator() */
+    fg_tensor *cu_seqlens_q, *cu_seqlens_k; /* varlen (both or neither) */
+    int64_t max_seqlen_q, max_seqlen_k;
+    fg_tensor *key_lengths; /* key padding */
 } fg_attention_opts;
 
 /* opts may be NULL (non-causal, default scale, no dropout, AUTO). */

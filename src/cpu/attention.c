@@ -11,7 +11,9 @@
  *             dv_j += p_ij dO_i, ds_ij = p_ij (dO_i . v_j - D_i),
  *             dq_i += scale ds_ij k_j, dk_j += scale ds_ij q_i
  * A row with no visible key: o_i = 0, LSE_i = +inf, so p = 0 and its
- * gradients are 0. Dropout multiplies p_ij by z_ij (0 or 1 / (1 - p),
+ * gradients are 0. With sequences (varlen, key padding) each sequence is this
+ * problem alone: i and j count from its first row and key, and the keys past
+ * its key length are never read (their gradients stay 0). Dropout multiplies p_ij by z_ij (0 or 1 / (1 - p),
  * regenerated from Philox words, never stored) where p meets v: o_i and dv use
  * p z, ds_ij = p_ij (z_ij dO_i . v_j - D_i); l and LSE stay undropped. */
 #include <math.h>
@@ -37,19 +39,43 @@ double fg_attn_drop_factor(const fg_attn_drop *d, int64_t bh, int64_t i, int64_t
     return w[j & 3] >= d->threshold ? d->scale : 0.0;
 }
 
-bool fg_cpu_flash_fwd(const fg_tensor *q, const fg_tensor *k, const fg_tensor *v, fg_tensor *o, fg_tensor *lse,
-                      double scale, bool causal, const fg_attn_drop *drop)
+/* Sequence b: its batch entry, first rows and lengths (keys: those it sees). */
+typedef struct {
+    int64_t tb, q0, lq, k0, lk;
+} seq_t;
+
+static int64_t n_seqs(const fg_attn_seqs *s, int64_t Bv) { return s && (s->cu_q || s->k_len) ? s->n : Bv; }
+
+static seq_t seq_of(const fg_attn_seqs *s, int64_t b, int64_t Lv, int64_t Lkv)
 {
-    const int64_t B = q->shape[0], Hq = q->shape[1], Lq = q->shape[2], D = q->shape[3];
-    const int64_t Hkv = k->shape[1], Lk = k->shape[2], G = Hq / Hkv;
+    seq_t r = {b, 0, Lv, 0, Lkv};
+    if (s && s->cu_q) {
+        r.tb = 0, r.q0 = s->cu_q[b], r.lq = s->cu_q[b + 1] - r.q0;
+        r.k0 = s->cu_k[b], r.lk = s->cu_k[b + 1] - r.k0;
+    }
+    if (s && s->k_len && s->k_len[b] < r.lk) r.lk = s->k_len[b] < 0 ? 0 : s->k_len[b];
+    return r;
+}
+
+bool fg_cpu_flash_fwd(const fg_tensor *q, const fg_tensor *k, const fg_tensor *v, fg_tensor *o, fg_tensor *lse,
+                      double scale, bool causal, const fg_attn_drop *drop, const fg_attn_seqs *seqs)
+{
+    const int64_t Hq = q->shape[1], Lv = q->shape[2], D = q->shape[3];
+    const int64_t Hkv = k->shape[1], G = Hq / Hkv, nseq = n_seqs(seqs, q->shape[0]);
     const void *qp = fg__data(q), *kp = fg__data(k), *vp = fg__data(v);
     void *op = fg__data(o);
     double *acc = malloc(sizeof(double) * (size_t)(BR * (D > 0 ? D : 1))); /* (BR, D) */
     if (!acc) return false;
     double s[BR][BC], m[BR], l[BR];
-    for (int64_t b = 0; b < B; b++)
+    for (int64_t b = 0; b < nseq; b++) {
+        const seq_t sq = seq_of(seqs, b, Lv, k->shape[2]);
+        const int64_t tb = sq.tb, Lq = sq.lq, Lk = sq.lk;
         for (int64_t h = 0; h < Hq; h++) {
             const int64_t hk = h / G;
+            /* rows i and keys j below are the sequence's own; tensor rows q0 + i, k0 + j */
+#define Q(i, d) fg__ld(qp, q->dtype, at4(q, tb, h, sq.q0 + (i), d))
+#define K(j, d) fg__ld(kp, k->dtype, at4(k, tb, hk, sq.k0 + (j), d))
+#define V(j, d) fg__ld(vp, v->dtype, at4(v, tb, hk, sq.k0 + (j), d))
             for (int64_t i0 = 0; i0 < Lq; i0 += BR) {
                 const int64_t nr = Lq - i0 < BR ? Lq - i0 : BR;
                 for (int64_t r = 0; r < nr; r++) m[r] = -INFINITY, l[r] = 0;
@@ -64,8 +90,7 @@ bool fg_cpu_flash_fwd(const fg_tensor *q, const fg_tensor *k, const fg_tensor *v
                             const int64_t j = j0 + c;
                             double dot = 0;
                             if (j < e)
-                                for (int64_t d = 0; d < D; d++)
-                                    dot += fg__ld(qp, q->dtype, at4(q, b, h, i, d)) * fg__ld(kp, k->dtype, at4(k, b, hk, j, d));
+                                for (int64_t d = 0; d < D; d++) dot += Q(i, d) * K(j, d);
                             s[r][c] = j < e ? scale * dot : -INFINITY;
                             if (s[r][c] > mb) mb = s[r][c];
                         }
@@ -79,8 +104,7 @@ bool fg_cpu_flash_fwd(const fg_tensor *q, const fg_tensor *k, const fg_tensor *v
                             const double p = exp(s[r][c] - mn);
                             l[r] += p; /* the sum of the undropped probabilities */
                             const double pz = p * fg_attn_drop_factor(drop, b * Hq + h, i, j0 + c);
-                            for (int64_t d = 0; d < D; d++)
-                                acc[r * D + d] += pz * fg__ld(vp, v->dtype, at4(v, b, hk, j0 + c, d));
+                            for (int64_t d = 0; d < D; d++) acc[r * D + d] += pz * V(j0 + c, d);
                         }
                         m[r] = mn;
                     }
@@ -89,44 +113,58 @@ bool fg_cpu_flash_fwd(const fg_tensor *q, const fg_tensor *k, const fg_tensor *v
                     const int64_t i = i0 + r;
                     const bool seen = l[r] > 0;
                     for (int64_t d = 0; d < D; d++)
-                        fg__st(op, o->dtype, at4(o, b, h, i, d), seen ? acc[r * D + d] / l[r] : 0.0);
-                    fg__st(fg__data(lse), lse->dtype, (b * Hq + h) * Lq + i, seen ? m[r] + log(l[r]) : INFINITY);
+                        fg__st(op, o->dtype, at4(o, tb, h, sq.q0 + i, d), seen ? acc[r * D + d] / l[r] : 0.0);
+                    fg__st(fg__data(lse), lse->dtype, (tb * Hq + h) * Lv + sq.q0 + i, seen ? m[r] + log(l[r]) : INFINITY);
                 }
             }
         }
+    }
     free(acc);
     return true;
 }
 
+/* Rounds the fp64 accumulator a (a contiguous (Bv, H, L, D) block) into t. */
+static void store_grad(fg_tensor *t, const double *a)
+{
+    const int64_t *n = t->shape;
+    int64_t x = 0;
+    for (int64_t b = 0; b < n[0]; b++)
+        for (int64_t h = 0; h < n[1]; h++)
+            for (int64_t i = 0; i < n[2]; i++)
+                for (int64_t d = 0; d < n[3]; d++) fg__st(fg__data(t), t->dtype, at4(t, b, h, i, d), a[x++]);
+}
+
 bool fg_cpu_flash_bwd(const fg_tensor *q, const fg_tensor *k, const fg_tensor *v, const fg_tensor *o,
                       const fg_tensor *lse, const fg_tensor *dout, fg_tensor *dq, fg_tensor *dk, fg_tensor *dv,
-                      double scale, bool causal, const fg_attn_drop *drop)
+                      double scale, bool causal, const fg_attn_drop *drop, const fg_attn_seqs *seqs)
 {
-    const int64_t B = q->shape[0], Hq = q->shape[1], Lq = q->shape[2], D = q->shape[3];
-    const int64_t Hkv = k->shape[1], Lk = k->shape[2], G = Hq / Hkv;
+    const int64_t Bv = q->shape[0], Hq = q->shape[1], Lv = q->shape[2], D = q->shape[3];
+    const int64_t Hkv = k->shape[1], Lkv = k->shape[2], G = Hq / Hkv, nseq = n_seqs(seqs, Bv);
     const void *qp = fg__data(q), *kp = fg__data(k), *vp = fg__data(v), *opp = fg__data(o), *gp = fg__data(dout);
-    /* fp64 accumulators: dq per query head, dk/dv per kv head (summed over its group) */
-    double *aq = calloc((size_t)(B * Hq * Lq * D) + 1, sizeof(double));
-    double *ak = calloc((size_t)(B * Hkv * Lk * D) + 1, sizeof(double));
-    double *av = calloc((size_t)(B * Hkv * Lk * D) + 1, sizeof(double));
-    double *Dr = calloc((size_t)Lq + 1, sizeof(double));
+    /* fp64 accumulators in tensor coordinates: dq per query head, dk/dv per kv head (summed over its group) */
+    double *aq = calloc((size_t)(Bv * Hq * Lv * D) + 1, sizeof(double));
+    double *ak = calloc((size_t)(Bv * Hkv * Lkv * D) + 1, sizeof(double));
+    double *av = calloc((size_t)(Bv * Hkv * Lkv * D) + 1, sizeof(double));
+    double *Dr = calloc((size_t)Lv + 1, sizeof(double));
     if (!aq || !ak || !av || !Dr) {
         free(aq), free(ak), free(av), free(Dr);
         return false;
     }
-    for (int64_t b = 0; b < B; b++)
+    for (int64_t b = 0; b < nseq; b++) {
+        const seq_t sq = seq_of(seqs, b, Lv, Lkv);
+        const int64_t tb = sq.tb, Lq = sq.lq, Lk = sq.lk;
         for (int64_t h = 0; h < Hq; h++) {
             const int64_t hk = h / G;
-            const int64_t L0 = (b * Hq + h) * Lq;
+            const int64_t L0 = (tb * Hq + h) * Lv + sq.q0;
 #define L(i) fg__ld(fg__data(lse), lse->dtype, L0 + (i))
+#define DO(i, d) fg__ld(gp, dout->dtype, at4(dout, tb, h, sq.q0 + (i), d))
             for (int64_t i = 0; i < Lq; i++) { /* preprocess: D_i = dO_i . o_i */
                 double t = 0;
-                for (int64_t d = 0; d < D; d++)
-                    t += fg__ld(gp, dout->dtype, at4(dout, b, h, i, d)) * fg__ld(opp, o->dtype, at4(o, b, h, i, d));
+                for (int64_t d = 0; d < D; d++) t += DO(i, d) * fg__ld(opp, o->dtype, at4(o, tb, h, sq.q0 + i, d));
                 Dr[i] = t;
             }
-            double *gq = aq + (b * Hq + h) * Lq * D, *gk = ak + (b * Hkv + hk) * Lk * D,
-                   *gv = av + (b * Hkv + hk) * Lk * D;
+            double *gq = aq + ((tb * Hq + h) * Lv + sq.q0) * D, *gk = ak + ((tb * Hkv + hk) * Lkv + sq.k0) * D,
+                   *gv = av + ((tb * Hkv + hk) * Lkv + sq.k0) * D;
             /* key tiles outer (a kernel block owns dk/dv of its tile), query tiles inner */
             for (int64_t j0 = 0; j0 < Lk; j0 += BC) {
                 const int64_t nc = Lk - j0 < BC ? Lk - j0 : BC;
@@ -140,30 +178,32 @@ bool fg_cpu_flash_bwd(const fg_tensor *q, const fg_tensor *k, const fg_tensor *v
                             const int64_t j = j0 + c;
                             double dot = 0, dp = 0;
                             for (int64_t d = 0; d < D; d++) {
-                                dot += fg__ld(qp, q->dtype, at4(q, b, h, i, d)) * fg__ld(kp, k->dtype, at4(k, b, hk, j, d));
-                                dp += fg__ld(gp, dout->dtype, at4(dout, b, h, i, d)) *
-                                      fg__ld(vp, v->dtype, at4(v, b, hk, j, d));
+                                dot += Q(i, d) * K(j, d);
+                                dp += DO(i, d) * V(j, d);
                             }
                             const double p = exp(scale * dot - L(i)); /* recomputed, never stored */
                             const double z = fg_attn_drop_factor(drop, b * Hq + h, i, j); /* regenerated */
                             const double ds = p * (dp * z - Dr[i]);
                             for (int64_t d = 0; d < D; d++) {
-                                gv[j * D + d] += p * z * fg__ld(gp, dout->dtype, at4(dout, b, h, i, d));
-                                gk[j * D + d] += scale * ds * fg__ld(qp, q->dtype, at4(q, b, h, i, d));
-                                gq[i * D + d] += scale * ds * fg__ld(kp, k->dtype, at4(k, b, hk, j, d));
+                                gv[j * D + d] += p * z * DO(i, d);
+                                gk[j * D + d] += scale * ds * Q(i, d);
+                                gq[i * D + d] += scale * ds * K(j, d);
                             }
                         }
                     }
                 }
             }
         }
-#undef L
-    /* round once into the (contiguous) outputs */
-    for (int64_t n = 0; n < B * Hq * Lq * D; n++) fg__st(fg__data(dq), dq->dtype, n, aq[n]);
-    for (int64_t n = 0; n < B * Hkv * Lk * D; n++) {
-        fg__st(fg__data(dk), dk->dtype, n, ak[n]);
-        fg__st(fg__data(dv), dv->dtype, n, av[n]);
     }
+#undef L
+#undef DO
+#undef Q
+#undef K
+#undef V
+    /* round once into the outputs */
+    store_grad(dq, aq);
+    store_grad(dk, ak);
+    store_grad(dv, av);
     free(aq), free(ak), free(av), free(Dr);
     return true;
 }

@@ -68,9 +68,19 @@ void fg_cpu_dropout(fg_tensor *out, const fg_tensor *in, uint64_t seed, uint64_t
                     bool drop_all, double scale);
 
 /* ---- flash attention (cpu/attention.c) ----
- * q (B, Hq, Lq, D), k and v (B, Hkv, Lk, D), o (B, Hq, Lq, D): any strides;
- * lse (B, Hq, Lq) contiguous, f32 (f64 for f64 inputs). The backward writes dq, dk, dv contiguous
- * (shapes of q, k, v). False when scratch memory cannot be allocated. */
+ * q (Bv, Hq, Lv, D), k and v (Bv, Hkv, Lkv, D), o like q: any strides (the
+ * packed varlen layout is a (1, H, total, D) view); lse contiguous, f32 (f64
+ * for f64 inputs), element (b, h, i) at (b Hq + h) Lv + i. The backward writes
+ * dq, dk, dv (views like q, k, v). False when scratch memory cannot be
+ * allocated. */
+/* Sequences of a problem (see kernels/k_attention.h): NULL or n = 0 with no
+ * arrays is dense (batch entry b, all rows). cu_q / cu_k (n + 1 each) pack
+ * the sequences along the row dim of a batch of one; k_len (n) keeps the
+ * first k_len[b] keys of sequence b. */
+typedef struct {
+    int64_t n;
+    const int32_t *cu_q, *cu_k, *k_len;
+} fg_attn_seqs;
 /* End (exclusive) of the keys query row i may see, clipped to [0, Lk]:
  * causal attention aligned bottom-right (row i sees j <= i + Lk - Lq). */
 static inline int64_t fg_attn_key_end(int64_t i, int64_t Lq, int64_t Lk, bool causal)
@@ -91,9 +101,9 @@ typedef struct {
 /* The factor (0 or scale; 1 without dropout) of element (bh, i, j). */
 double fg_attn_drop_factor(const fg_attn_drop *d, int64_t bh, int64_t i, int64_t j);
 bool fg_cpu_flash_fwd(const fg_tensor *q, const fg_tensor *k, const fg_tensor *v, fg_tensor *o, fg_tensor *lse,
-                      double scale, bool causal, const fg_attn_drop *drop);
+                      double scale, bool causal, const fg_attn_drop *drop, const fg_attn_seqs *seqs);
 bool fg_cpu_flash_bwd(const fg_tensor *q, const fg_tensor *k, const fg_tensor *v, const fg_tensor *o,
                       const fg_tensor *lse, const fg_tensor *dout, fg_tensor *dq, fg_tensor *dk, fg_tensor *dv,
-                      double scale, bool causal, const fg_attn_drop *drop);
+                      double scale, bool causal, const fg_attn_drop *drop, const fg_attn_seqs *seqs);
 
 #endif

@@ -1,71 +1,71 @@
-/* fg_attention: argument checks, the backend choice, the flash autograd node
- * (CPU kernels in cpu/attention.c; saves q, k, v, out and the fp32 LSE, never
- * the probabilities) and the math backend composed of framework ops (the
- * reference: scores and probabilities materialised, autograd through the ops).
- * See include/flashgrad/attention.h for the semantics. */
+/* fg_attention: argument and sequence checks, the backend choice and the
+ * flash autograd node (CPU in cpu/attention.c, CUDA in kernels/attention_*.cu;
+ * saves q, k, v, out and the fp32 LSE, never the probabilities). The math
+ * backend is ops/attention_math.c. See include/flashgrad/attention.h for the
+ * semantics. */
 #include <math.h>
 #include <stdlib.h>
-#include <flashgrad/attention.h>
-#include "cpu/cpu_nn.h"
+#include "ops/attention_impl.h"
 
 static const char *OP = "attention";
-
-typedef struct {
-    bool causal, deterministic;
-    double scale, dropout_p;
-    fg_attn_backend backend;
-    fg_generator *gen;
-    fg_attn_drop drop; /* threshold 0: no dropout; drawn by the forward */
-} attn_cfg;
+enum { MAX_ROWS = 65535 * 64 }; /* rows per sequence the CUDA grids reach */
 
 /* dtypes and head dims the CUDA flash kernels take. */
 static bool cuda_flash_fits(const fg_tensor *q)
 {
-    return q->dtype != FG_F64 && q->shape[3] >= 1 && q->shape[3] <= 256;
+    const int64_t D = q->shape[q->ndim - 1];
+    return q->dtype != FG_F64 && D >= 1 && D <= 256;
 }
 
-static bool check_args(fg_tensor *q, fg_tensor *k, fg_tensor *v, const fg_attention_opts *opts, attn_cfg *c)
+static bool check_args(fg_tensor *q, fg_tensor *k, fg_tensor *v, const fg_attention_opts *o, attn_cfg *c)
 {
     char s1[128], s2[128], s3[128];
     if (!q) return fg__err_null(OP, "q"), false;
     if (!k) return fg__err_null(OP, "k"), false;
     if (!v) return fg__err_null(OP, "v"), false;
     if (!fg__check_same(OP, q, k) || !fg__check_same(OP, q, v) || !fg__check_float(OP, q)) return false;
-    if (q->ndim != 4 || k->ndim != 4 || v->ndim != 4) {
-        fg__err(FG_ERR_DIM, "%s: expects q (B, Hq, Lq, D), k and v (B, Hkv, Lk, D); got q %s, k %s, v %s", OP,
-                fg_shape_str(q, s1, sizeof s1), fg_shape_str(k, s2, sizeof s2), fg_shape_str(v, s3, sizeof s3));
-        return false;
-    }
-    bool same_kv = true;
-    for (int d = 0; d < 4; d++) same_kv &= k->shape[d] == v->shape[d];
-    if (!same_kv || k->shape[0] != q->shape[0] || k->shape[3] != q->shape[3] || k->shape[1] < 1 ||
-        q->shape[1] % k->shape[1] != 0) {
-        fg__err(FG_ERR_SHAPE,
-                "%s: shapes do not fit: q %s, k %s, v %s (want q (B, Hq, Lq, D), k = v (B, Hkv, Lk, D), "
-                "Hq a multiple of Hkv)",
+    const bool packed = o->cu_seqlens_q || o->cu_seqlens_k;
+    const int nd = packed ? 3 : 4;
+    if (q->ndim != nd || k->ndim != nd || v->ndim != nd) {
+        fg__err(FG_ERR_DIM,
+                packed ? "%s: varlen (cu_seqlens set) expects packed q (total_q, Hq, D), k and v (total_k, Hkv, D); "
+                         "got q %s, k %s, v %s"
+                       : "%s: expects q (B, Hq, Lq, D), k and v (B, Hkv, Lk, D); got q %s, k %s, v %s",
                 OP, fg_shape_str(q, s1, sizeof s1), fg_shape_str(k, s2, sizeof s2), fg_shape_str(v, s3, sizeof s3));
         return false;
     }
-    fg_attention_opts o = opts ? *opts : (fg_attention_opts){0};
-    if (!(o.dropout_p >= 0 && o.dropout_p < 1)) {
-        fg__err(FG_ERR_INVALID, "%s: dropout_p = %g is outside [0, 1)", OP, o.dropout_p);
+    bool same_kv = true;
+    for (int d = 0; d < nd; d++) same_kv &= k->shape[d] == v->shape[d];
+    if (!same_kv || (!packed && k->shape[0] != q->shape[0]) || k->shape[nd - 1] != q->shape[nd - 1] ||
+        k->shape[1] < 1 || q->shape[1] % k->shape[1] != 0) {
+        fg__err(FG_ERR_SHAPE,
+                packed ? "%s: shapes do not fit: q %s, k %s, v %s (want q (total_q, Hq, D), k = v (total_k, Hkv, D), "
+                         "Hq a multiple of Hkv)"
+                       : "%s: shapes do not fit: q %s, k %s, v %s (want q (B, Hq, Lq, D), k = v (B, Hkv, Lk, D), "
+                         "Hq a multiple of Hkv)",
+                OP, fg_shape_str(q, s1, sizeof s1), fg_shape_str(k, s2, sizeof s2), fg_shape_str(v, s3, sizeof s3));
         return false;
     }
-    if (!isfinite(o.scale)) {
-        fg__err(FG_ERR_INVALID, "%s: scale = %g is not finite", OP, o.scale);
+    if (!(o->dropout_p >= 0 && o->dropout_p < 1)) {
+        fg__err(FG_ERR_INVALID, "%s: dropout_p = %g is outside [0, 1)", OP, o->dropout_p);
         return false;
     }
-    if (o.backend != FG_ATTN_AUTO && o.backend != FG_ATTN_FLASH && o.backend != FG_ATTN_MATH) {
-        fg__err(FG_ERR_INVALID, "%s: unknown backend %d", OP, (int)o.backend);
+    if (!isfinite(o->scale)) {
+        fg__err(FG_ERR_INVALID, "%s: scale = %g is not finite", OP, o->scale);
         return false;
     }
-    c->causal = o.causal;
-    c->deterministic = o.deterministic;
-    c->scale = o.scale != 0 ? o.scale : 1.0 / sqrt((double)(q->shape[3] > 0 ? q->shape[3] : 1));
-    c->dropout_p = o.dropout_p;
-    c->gen = o.generator ? o.generator : fg_default_generator();
-    c->drop = (fg_attn_drop){0};
-    c->backend = o.backend;
+    if (o->backend != FG_ATTN_AUTO && o->backend != FG_ATTN_FLASH && o->backend != FG_ATTN_MATH) {
+        fg__err(FG_ERR_INVALID, "%s: unknown backend %d", OP, (int)o->backend);
+        return false;
+    }
+    const int64_t D = q->shape[nd - 1];
+    *c = (attn_cfg){0};
+    c->causal = o->causal;
+    c->deterministic = o->deterministic;
+    c->scale = o->scale != 0 ? o->scale : 1.0 / sqrt((double)(D > 0 ? D : 1));
+    c->dropout_p = o->dropout_p;
+    c->gen = o->generator ? o->generator : fg_default_generator();
+    c->backend = o->backend;
     if (c->backend == FG_ATTN_AUTO)
         c->backend = q->device == FG_CPU || cuda_flash_fits(q) ? FG_ATTN_FLASH : FG_ATTN_MATH;
     if (c->backend == FG_ATTN_FLASH && q->device == FG_CUDA && !cuda_flash_fits(q)) {
@@ -73,17 +73,167 @@ static bool check_args(fg_tensor *q, fg_tensor *k, fg_tensor *v, const fg_attent
                 "(use FG_ATTN_MATH or FG_ATTN_AUTO)", OP, fg_dtype_name(q->dtype), fg_shape_str(q, s1, sizeof s1));
         return false;
     }
-    if (q->device == FG_CUDA && c->backend == FG_ATTN_FLASH &&
-        (q->shape[2] > 65535 * 64 || k->shape[2] > 65535 * 64 || q->shape[0] * q->shape[1] > INT32_MAX)) {
-        fg__err(FG_ERR_UNSUPPORTED, "%s: sizes beyond the CUDA kernels' grid: q %s, k %s (at most 4194240 rows)", OP,
-                fg_shape_str(q, s1, sizeof s1), fg_shape_str(k, s2, sizeof s2));
+    return true;
+}
+
+/* ---- sequences (varlen, key padding) ---- */
+static void seqs_free(attn_seqs *s)
+{
+    free(s->cu_q); /* one block holds the three arrays */
+    *s = (attn_seqs){0};
+}
+
+/* The n entries of a 1-d i32/i64 tensor t (any device) into out. */
+static bool read_lengths(fg_tensor *t, const char *name, int64_t n, int64_t *out)
+{
+    char b[128];
+    if ((t->dtype != FG_I32 && t->dtype != FG_I64) || t->ndim != 1 || t->shape[0] != n) {
+        fg__err(FG_ERR_SHAPE, "%s: %s must be a 1-d i32 or i64 tensor of %lld entries; got %s %s", OP, name,
+                (long long)n, fg_dtype_name(t->dtype), fg_shape_str(t, b, sizeof b));
+        return false;
+    }
+    fg_tensor *x = t->device == FG_CPU ? NULL : fg_to(t, FG_CPU, FG_I64);
+    fg_tensor *h = t->device == FG_CPU ? fg__contig(t) : x ? fg__contig(x) : NULL;
+    fg_free(x);
+    if (!h) return false;
+    for (int64_t i = 0; i < n; i++) out[i] = fg__ld_index(fg__data(h), h->dtype, i);
+    fg__unref(h);
+    return true;
+}
+
+/* cu (n + 1 offsets) must run from 0 to total without decreasing. */
+static bool check_offsets(const char *name, const int64_t *cu, int64_t n, int64_t total)
+{
+    if (cu[0] != 0) return fg__err(FG_ERR_INVALID, "%s: %s[0] = %lld; offsets start at 0", OP, name, (long long)cu[0]), false;
+    for (int64_t b = 0; b < n; b++)
+        if (cu[b + 1] < cu[b]) {
+            fg__err(FG_ERR_INVALID, "%s: %s[%lld] = %lld is below %s[%lld] = %lld (offsets never decrease)", OP, name,
+                    (long long)(b + 1), (long long)cu[b + 1], name, (long long)b, (long long)cu[b]);
+            return false;
+        }
+    if (cu[n] != total) {
+        fg__err(FG_ERR_INVALID, "%s: %s[%lld] = %lld but the packed tensor has %lld rows", OP, name, (long long)n,
+                (long long)cu[n], (long long)total);
         return false;
     }
     return true;
 }
 
-/* LSE in fp32, or fp64 for f64 inputs (the precision of their reference). */
-static fg_dtype lse_dtype(const fg_tensor *q) { return q->dtype == FG_F64 ? FG_F64 : FG_F32; }
+static bool parse_seqs(fg_tensor *q, fg_tensor *k, const fg_attention_opts *o, attn_seqs *s)
+{
+    *s = (attn_seqs){0};
+    s->varlen = o->cu_seqlens_q || o->cu_seqlens_k;
+    s->padded = o->key_lengths != NULL;
+    if (!s->varlen && !s->padded) return true;
+    if (s->varlen && (!o->cu_seqlens_q || !o->cu_seqlens_k)) {
+        fg__err(FG_ERR_INVALID, "%s: varlen needs both cu_seqlens_q and cu_seqlens_k; %s is NULL", OP,
+                o->cu_seqlens_q ? "cu_seqlens_k" : "cu_seqlens_q");
+        return false;
+    }
+    const fg_tensor *cq = o->cu_seqlens_q;
+    const int64_t n = s->varlen ? (cq->ndim == 1 ? cq->shape[0] : 0) - 1 : q->shape[0];
+    if (n < 0) {
+        char b[128];
+        fg__err(FG_ERR_SHAPE, "%s: cu_seqlens_q must be 1-d with B + 1 >= 1 entries; got %s", OP, fg_shape_str(cq, b, sizeof b));
+        return false;
+    }
+    s->n = n;
+    s->cu_q = malloc(sizeof(int64_t) * (size_t)(3 * n + 2));
+    if (!s->cu_q) return fg__err(FG_ERR_OOM, "%s: out of memory for %lld sequence lengths", OP, (long long)n), false;
+    s->cu_k = s->cu_q + n + 1;
+    s->k_len = s->padded ? s->cu_k + n + 1 : NULL;
+    if (s->varlen) {
+        if (!read_lengths(o->cu_seqlens_q, "cu_seqlens_q", n + 1, s->cu_q) ||
+            !read_lengths(o->cu_seqlens_k, "cu_seqlens_k", n + 1, s->cu_k) ||
+            !check_offsets("cu_seqlens_q", s->cu_q, n, q->shape[0]) ||
+            !check_offsets("cu_seqlens_k", s->cu_k, n, k->shape[0]))
+            goto fail;
+        if (q->shape[0] > INT32_MAX || k->shape[0] > INT32_MAX) {
+            fg__err(FG_ERR_UNSUPPORTED, "%s: varlen totals beyond 2^31 - 1 rows (q %lld, k %lld)", OP,
+                    (long long)q->shape[0], (long long)k->shape[0]);
+            goto fail;
+        }
+    } else { /* dense: the offsets only give the lengths */
+        for (int64_t b = 0; b <= n; b++) s->cu_q[b] = b * q->shape[2], s->cu_k[b] = b * k->shape[2];
+    }
+    if (s->padded) {
+        if (!read_lengths(o->key_lengths, "key_lengths", n, s->k_len)) goto fail;
+        for (int64_t b = 0; b < n; b++) {
+            const int64_t nk = s->cu_k[b + 1] - s->cu_k[b];
+            if (s->k_len[b] < 0 || s->k_len[b] > nk) {
+                fg__err(FG_ERR_INVALID, "%s: key_lengths[%lld] = %lld is outside [0, %lld], the keys of sequence %lld",
+                        OP, (long long)b, (long long)s->k_len[b], (long long)nk, (long long)b);
+                goto fail;
+            }
+        }
+    }
+    for (int64_t b = 0; b < n; b++) {
+        const int64_t lq = s->cu_q[b + 1] - s->cu_q[b], nk = s->cu_k[b + 1] - s->cu_k[b];
+        if (lq > s->max_q) s->max_q = lq;
+        if (nk > s->max_k) s->max_k = nk;
+    }
+    if ((o->max_seqlen_q > 0 && o->max_seqlen_q < s->max_q) || (o->max_seqlen_k > 0 && o->max_seqlen_k < s->max_k)) {
+        fg__err(FG_ERR_INVALID, "%s: max_seqlen_q = %lld / max_seqlen_k = %lld, but sequences reach %lld / %lld", OP,
+                (long long)o->max_seqlen_q, (long long)o->max_seqlen_k, (long long)s->max_q, (long long)s->max_k);
+        goto fail;
+    }
+    return true;
+fail:
+    seqs_free(s);
+    return false;
+}
+
+/* How the kernels see the sequences: t (i32, on the data's device) holds
+ * cu_q and cu_k (n + 1 each) when varlen, then k_len (n) when padded. */
+typedef struct {
+    bool varlen, padded;
+    int64_t n, max_q, max_k;
+    const fg_tensor *t;
+} seq_arg;
+
+static fg_tensor *seq_tensor(const attn_seqs *s, fg_device dev)
+{
+    const int64_t len = (s->varlen ? 2 * (s->n + 1) : 0) + (s->padded ? s->n : 0);
+    int32_t *h = malloc(sizeof(int32_t) * (size_t)(len + 1));
+    if (!h) return fg__err(FG_ERR_OOM, "%s: out of memory for the sequence table", OP), NULL;
+    int64_t x = 0;
+    if (s->varlen)
+        for (int64_t b = 0; b < 2 * (s->n + 1); b++) h[x++] = (int32_t)s->cu_q[b]; /* cu_k follows cu_q */
+    if (s->padded)
+        for (int64_t b = 0; b < s->n; b++) h[x++] = (int32_t)s->k_len[b];
+    fg_tensor *t = fg__new(OP, 1, &len, FG_I32, dev);
+    if (t && dev == FG_CPU) memcpy(fg__data(t), h, sizeof(int32_t) * (size_t)len);
+    if (t && dev == FG_CUDA && fg__cuda_memcpy_h2d(fg__data(t), h, sizeof(int32_t) * (size_t)len) != FG_OK) {
+        fg_free(t);
+        t = NULL;
+    }
+    free(h);
+    return t;
+}
+
+static void seq_ptrs(const seq_arg *a, const int32_t **cu_q, const int32_t **cu_k, const int32_t **k_len)
+{
+    const int32_t *p = a->t ? (const int32_t *)fg__data(a->t) : NULL;
+    *cu_q = a->varlen ? p : NULL;
+    *cu_k = a->varlen ? p + a->n + 1 : NULL;
+    *k_len = a->padded ? p + (a->varlen ? 2 * (a->n + 1) : 0) : NULL;
+}
+
+static fg_attn_seqs cpu_seqs(const seq_arg *a)
+{
+    fg_attn_seqs r = {a->n, NULL, NULL, NULL};
+    seq_ptrs(a, &r.cu_q, &r.cu_k, &r.k_len);
+    return r;
+}
+
+/* The (B, H, L, D) view the kernels take of a tensor: itself, or of a packed
+ * (total, H, D) one the batch of one (1, H, total, D). No autograd. */
+static fg_tensor *view4(const fg_tensor *t, bool packed)
+{
+    if (!packed) return fg__view(t, 4, t->shape, t->stride, t->offset);
+    const int64_t sh[4] = {1, t->shape[1], t->shape[0], t->shape[2]}, st[4] = {0, t->stride[1], t->stride[0], t->stride[2]};
+    return fg__view(t, 4, sh, st, t->offset);
+}
 
 /* ---- flash ---- */
 /* The CUDA kernels' view of (q, k, v, o): d contiguous, batch/head/row strides. */
@@ -98,14 +248,22 @@ static bool aligned16(const fg_tensor *t)
     return true;
 }
 
+/* q, k, v, o are the (B, H, L, D) views. */
 static fg_k_attn kernel_args(const fg_tensor *q, const fg_tensor *k, const fg_tensor *v, const fg_tensor *o,
-                             double scale, bool causal, const fg_attn_drop *drop)
+                             double scale, bool causal, const fg_attn_drop *drop, const seq_arg *sa)
 {
     fg_k_attn p = {0};
     p.q = fg__data(q), p.k = fg__data(k), p.v = fg__data(v), p.o = fg__data(o);
     set_strides(p.q_s, q), set_strides(p.k_s, k), set_strides(p.v_s, v), set_strides(p.o_s, o);
     p.B = (int)q->shape[0], p.Hq = (int)q->shape[1], p.Lq = (int)q->shape[2], p.D = (int)q->shape[3];
     p.Hkv = (int)k->shape[1], p.Lk = (int)k->shape[2];
+    p.lse_s[0] = q->shape[1] * q->shape[2], p.lse_s[1] = q->shape[2]; /* (B, Hq, L): (Hq, total) when packed */
+    p.lse_n = q->shape[0] * q->shape[1] * q->shape[2];
+    if (sa->varlen || sa->padded) {
+        p.B = (int)sa->n, p.Lq = (int)sa->max_q, p.Lk = (int)sa->max_k;
+        if (sa->varlen) p.lse_s[0] = 0;
+        seq_ptrs(sa, &p.cu_q, &p.cu_k, &p.k_len);
+    }
     p.scale = (float)scale;
     p.causal = causal;
     p.drop_threshold = drop->threshold;
@@ -118,23 +276,40 @@ static fg_k_attn kernel_args(const fg_tensor *q, const fg_tensor *k, const fg_te
 /* A view whose last dim is contiguous (the kernels' requirement), or a contiguous copy. */
 static fg_tensor *d_contig(fg_tensor *t)
 {
-    if (t->stride[3] == 1 || t->shape[3] <= 1) return fg_retain(t);
+    const int d = t->ndim - 1;
+    if (t->stride[d] == 1 || t->shape[d] <= 1) return fg_retain(t);
     return fg__contig(t);
 }
 
-/* saved: q, k, v, out, lse (q, k, v with a contiguous last dim); f[0] scale,
- * f[1] dropout scale; i[0] causal, i[1] seed, i[2] RNG offset, i[3] dropout
- * threshold, i[4] deterministic */
+static void free_all(int n, fg_tensor **t)
+{
+    for (int i = 0; i < n; i++) fg_free(t[i]);
+}
+
+/* saved: q, k, v, out, lse (q, k, v with a contiguous last dim) and the
+ * sequence table when there is one; f[0] scale, f[1] dropout scale; i[0]
+ * causal, i[1] seed, i[2] RNG offset, i[3] dropout threshold, i[4]
+ * deterministic, i[5] varlen, i[6] key padding, i[7] sequences, i[8] / i[9]
+ * longest query / key range */
 static fg_status flash_backward(fg_node *n, fg_tensor *const *go, fg_tensor **gi)
 {
     fg_tensor *q = n->saved[0], *k = n->saved[1], *v = n->saved[2], *o = n->saved[3], *lse = n->saved[4];
     const fg_attn_drop drop = {(uint64_t)n->i[1], (uint64_t)n->i[2], (uint32_t)n->i[3], n->f[1]};
-    fg_tensor *dq = fg__new(OP, 4, q->shape, q->dtype, q->device);
-    fg_tensor *dk = dq ? fg__new(OP, 4, k->shape, k->dtype, k->device) : NULL;
-    fg_tensor *dv = dk ? fg__new(OP, 4, v->shape, v->dtype, v->device) : NULL;
-    if (!dv) goto fail;
+    const seq_arg sa = {n->i[5] != 0, n->i[6] != 0, n->i[7], n->i[8], n->i[9], n->n_saved > 5 ? n->saved[5] : NULL};
+    const bool causal = n->i[0] != 0;
+    fg_tensor *dq = fg__new(OP, q->ndim, q->shape, q->dtype, q->device);
+    fg_tensor *dk = dq ? fg__new(OP, k->ndim, k->shape, k->dtype, k->device) : NULL;
+    fg_tensor *dv = dk ? fg__new(OP, v->ndim, v->shape, v->dtype, v->device) : NULL;
+    fg_tensor *g = dv ? (q->device == FG_CUDA ? d_contig(go[0]) : fg_retain(go[0])) : NULL;
+    /* (B, H, L, D) views: q k v o dO dq dk dv */
+    fg_tensor *w[8] = {NULL};
+    fg_tensor *src[8] = {q, k, v, o, g, dq, dk, dv};
+    bool ok = g != NULL;
+    for (int i = 0; ok && i < 8; i++) ok = (w[i] = view4(src[i], sa.varlen)) != NULL;
+    if (!ok) goto fail;
     if (q->device == FG_CPU) {
-        if (!fg_cpu_flash_bwd(q, k, v, o, lse, go[0], dq, dk, dv, n->f[0], n->i[0] != 0, &drop)) {
+        const fg_attn_seqs cs = cpu_seqs(&sa);
+        if (!fg_cpu_flash_bwd(w[0], w[1], w[2], w[3], lse, w[4], w[5], w[6], w[7], n->f[0], causal, &drop, &cs)) {
             fg__err(FG_ERR_OOM, "%s backward: out of memory for the fp64 accumulators", OP);
             goto fail;
         }
@@ -144,13 +319,11 @@ static fg_status flash_backward(fg_node *n, fg_tensor *const *go, fg_tensor **gi
             fg__cuda_fill(fg__data(dv), dv->dtype, dv->numel, 0) != FG_OK)
             goto fail;
     } else {
-        fg_tensor *g = d_contig(go[0]);
-        if (!g) goto fail;
-        fg_k_attn p = kernel_args(q, k, v, o, n->f[0], n->i[0] != 0, &drop);
+        fg_k_attn p = kernel_args(w[0], w[1], w[2], w[3], n->f[0], causal, &drop, &sa);
         p.dout = fg__data(g), p.dq = fg__data(dq), p.dk = fg__data(dk), p.dv = fg__data(dv);
         p.lse = fg__data(lse);
-        set_strides(p.do_s, g), set_strides(p.dq_s, dq), set_strides(p.dk_s, dk), set_strides(p.dv_s, dv);
-        p.vec = p.vec && aligned16(g) && aligned16(dq) && aligned16(dk);
+        set_strides(p.do_s, w[4]), set_strides(p.dq_s, w[5]), set_strides(p.dk_s, w[6]), set_strides(p.dv_s, w[7]);
+        p.vec = p.vec && aligned16(w[4]) && aligned16(w[5]) && aligned16(w[6]) && aligned16(w[7]);
         const int det = n->i[4] != 0;
 #ifdef FG_HAVE_CUDA
         const size_t bytes = fg_k_flash_bwd_scratch(&p, det);
@@ -161,36 +334,41 @@ static fg_status flash_backward(fg_node *n, fg_tensor *const *go, fg_tensor **gi
         fg_status st = fg__cuda_malloc(&scratch, bytes);
         if (st == FG_OK) st = FG_CUDA_CALL(OP, fg_k_flash_bwd(&p, (int)q->dtype, det, scratch, bytes, fg__cuda_stream()));
         if (scratch) fg__cuda_free(scratch, bytes);
-        fg__unref(g);
         if (st != FG_OK) goto fail;
     }
+    free_all(8, w);
+    fg__unref(g);
     gi[0] = dq;
     gi[1] = dk;
     gi[2] = dv;
     return FG_OK;
 fail:
+    free_all(8, w);
+    fg__unref(g);
     fg_free(dq);
     fg_free(dk);
     fg_free(dv);
     return fg_last_status();
 }
 
-static fg_status flash_run(fg_tensor *q, fg_tensor *k, fg_tensor *v, fg_tensor *out, fg_tensor *lse, const attn_cfg *c)
+/* Forward on the (B, H, L, D) views. */
+static fg_status flash_run(fg_tensor *const *w, fg_tensor *lse, const attn_cfg *c, const seq_arg *sa)
 {
-    if (q->device == FG_CPU) {
-        if (!fg_cpu_flash_fwd(q, k, v, out, lse, c->scale, c->causal, &c->drop))
+    if (w[0]->device == FG_CPU) {
+        const fg_attn_seqs cs = cpu_seqs(sa);
+        if (!fg_cpu_flash_fwd(w[0], w[1], w[2], w[3], lse, c->scale, c->causal, &c->drop, &cs))
             return fg__err(FG_ERR_OOM, "%s: out of memory for a tile accumulator", OP);
         return FG_OK;
     }
-    fg_k_attn p = kernel_args(q, k, v, out, c->scale, c->causal, &c->drop);
+    fg_k_attn p = kernel_args(w[0], w[1], w[2], w[3], c->scale, c->causal, &c->drop, sa);
     p.lse = fg__data(lse);
-    return FG_CUDA_CALL(OP, fg_k_flash_fwd(&p, (int)q->dtype, fg__cuda_stream()));
+    return FG_CUDA_CALL(OP, fg_k_flash_fwd(&p, (int)w[0]->dtype, fg__cuda_stream()));
 }
 
-/* Draws the dropout stream of one call: (seed, offset) from the generator. */
-static void draw_dropout(attn_cfg *c)
+void fg__attn_draw_dropout(attn_cfg *c)
 {
     const double t = floor(c->dropout_p * 4294967296.0);
+    c->drop = (fg_attn_drop){0};
     if (c->dropout_p == 0 || t < 1) return; /* p below 2^-32 drops nothing */
     c->drop.threshold = (uint32_t)t;
     c->drop.scale = 1.0 / (1.0 - c->dropout_p);
@@ -198,36 +376,44 @@ static void draw_dropout(attn_cfg *c)
     c->drop.offset = fg_generator_advance(c->gen, 4);
 }
 
-static fg_tensor *flash_forward(fg_tensor *q0, fg_tensor *k0, fg_tensor *v0, attn_cfg *c, fg_tensor **lse_out)
+static fg_tensor *flash_forward(fg_tensor *q0, fg_tensor *k0, fg_tensor *v0, const attn_cfg *c, const attn_seqs *s,
+                                fg_tensor **lse_out)
 {
-    const int64_t *qs = q0->shape;
-    fg_tensor *q = q0, *k = k0, *v = v0, *out = NULL, *lse = NULL;
+    fg_tensor *q = q0, *k = k0, *v = v0, *out = NULL, *lse = NULL, *seqt = NULL;
+    fg_tensor *w[4] = {NULL}; /* (B, H, L, D) views of q k v out */
     if (q0->device == FG_CUDA) { /* the kernels want the head dim contiguous */
         q = d_contig(q0), k = q ? d_contig(k0) : NULL, v = k ? d_contig(v0) : NULL;
         if (!v) goto fail;
     }
-    out = fg__new(OP, 4, qs, q->dtype, q->device);
-    lse = out ? fg__new(OP, 3, qs, lse_dtype(q), q->device) : NULL; /* (B, Hq, Lq) */
+    out = fg__new(OP, q->ndim, q->shape, q->dtype, q->device);
+    /* LSE (B, Hq, Lq), or (Hq, total_q) when packed */
+    lse = !out ? NULL
+          : s->varlen ? fg__new(OP, 2, (const int64_t[]){q->shape[1], q->shape[0]}, fg__attn_lse_dtype(q), q->device)
+                      : fg__new(OP, 3, q->shape, fg__attn_lse_dtype(q), q->device);
     if (!lse) goto fail;
-    draw_dropout(c);
-    if (flash_run(q, k, v, out, lse, c) != FG_OK) goto fail;
+    if ((s->varlen || s->padded) && !(seqt = seq_tensor(s, q->device))) goto fail;
+    fg_tensor *src[4] = {q, k, v, out};
+    for (int i = 0; i < 4; i++)
+        if (!(w[i] = view4(src[i], s->varlen))) goto fail;
+    const seq_arg sa = {s->varlen, s->padded, s->n, s->max_q, s->max_k, seqt};
+    if (flash_run(w, lse, c, &sa) != FG_OK) goto fail;
     fg_tensor *in[3] = {q0, k0, v0};
     if (fg__any_requires_grad(3, in)) {
         fg_node *node = fg__record(OP, flash_backward, 3, in, 1, &out);
         if (!node) goto fail;
         node->f[0] = c->scale;
         node->f[1] = c->drop.scale;
-        node->i[0] = c->causal;
-        node->i[1] = (int64_t)c->drop.seed;
-        node->i[2] = (int64_t)c->drop.offset;
-        node->i[3] = c->drop.threshold;
-        node->i[4] = c->deterministic;
+        const int64_t iv[10] = {c->causal,   (int64_t)c->drop.seed, (int64_t)c->drop.offset, c->drop.threshold,
+                                c->deterministic, s->varlen, s->padded, s->n, s->max_q, s->max_k};
+        memcpy(node->i, iv, sizeof iv);
         if (fg__save(node, q) < 0 || fg__save(node, k) < 0 || fg__save(node, v) < 0 || fg__save(node, out) < 0 ||
-            fg__save(node, lse) < 0) {
+            fg__save(node, lse) < 0 || (seqt && fg__save(node, seqt) < 0)) {
             fg__err(FG_ERR_OOM, "%s: out of memory saving tensors for backward", OP);
             goto fail;
         }
     }
+    free_all(4, w);
+    fg_free(seqt);
     if (q0->device == FG_CUDA) fg__unref(q), fg__unref(k), fg__unref(v);
     if (lse_out)
         *lse_out = lse;
@@ -235,117 +421,38 @@ static fg_tensor *flash_forward(fg_tensor *q0, fg_tensor *k0, fg_tensor *v0, att
         fg_free(lse);
     return out;
 fail:
+    free_all(4, w);
+    fg_free(seqt);
     if (q0->device == FG_CUDA) fg__unref(q), fg__unref(k), fg__unref(v); /* NULLs allowed */
     fg_free(lse);
     fg_free(out);
     return NULL;
 }
 
-/* ---- math ---- */
-/* k or v (B, Hkv, L, D) repeated to (B, Hkv G, L, D): head h reads h / G. */
-static fg_tensor *repeat_heads(fg_tensor *t, int64_t G)
-{
-    if (G == 1) return t;
-    const int64_t B = t->shape[0], H = t->shape[1], L = t->shape[2], D = t->shape[3];
-    fg_tensor *e = fg_expand(fg_unsqueeze(t, 2), FG_SHAPE(B, H, G, L, D));
-    return fg_reshape(fg_contiguous(e), FG_SHAPE(B, H * G, L, D));
-}
-
-/* Host values m (row-major, of the given shape) as a tensor of dtype dt on dev: the masks and dropout factors. */
-static fg_tensor *mask_of(const double *m, int ndim, const int64_t *shape, fg_dtype dt, fg_device dev)
-{
-    fg_tensor *h = fg_from_f64(m, ndim, shape, dt, FG_CPU);
-    return h && dev != FG_CPU ? fg_to(h, dev, dt) : h;
-}
-
-/* The dropout factors (B, Hq, Lq, Lk) of the flash kernels, materialised. */
-static fg_tensor *dropout_factors(const fg_tensor *q, int64_t Lk, const fg_attn_drop *d, fg_dtype dt)
-{
-    const int64_t BH = q->shape[0] * q->shape[1], Lq = q->shape[2];
-    double *m = malloc(sizeof(double) * (size_t)(BH * Lq * Lk + 1));
-    if (!m) {
-        fg__err(FG_ERR_OOM, "%s: out of memory for the dropout mask (math backend)", OP);
-        return NULL;
-    }
-    for (int64_t bh = 0; bh < BH; bh++)
-        for (int64_t i = 0; i < Lq; i++)
-            for (int64_t j = 0; j < Lk; j++) m[(bh * Lq + i) * Lk + j] = fg_attn_drop_factor(d, bh, i, j);
-    fg_tensor *h = mask_of(m, FG_SHAPE(q->shape[0], q->shape[1], Lq, Lk), dt, q->device);
-    free(m);
-    return h;
-}
-
-static fg_tensor *math_forward(fg_tensor *q, fg_tensor *k, fg_tensor *v, attn_cfg *c, fg_tensor **lse_out)
-{
-    const int64_t Lq = q->shape[2], Lk = k->shape[2], G = q->shape[1] / k->shape[1];
-    fg_scope *sc = fg_scope_begin();
-    if (!sc) return NULL;
-    fg_tensor *kk = repeat_heads(k, G), *vv = kk ? repeat_heads(v, G) : NULL;
-    fg_tensor *S = vv ? fg_mul_scalar(fg_matmul(q, fg_transpose(kk, 2, 3)), c->scale) : NULL; /* (B, Hq, Lq, Lk) */
-    fg_tensor *full = NULL; /* (Lq, 1): rows that see no key */
-    bool any_full = false;
-    if (S && c->causal) {
-        double *m = malloc(sizeof(double) * (size_t)(Lq * Lk + Lq + 1));
-        if (!m) {
-            fg__err(FG_ERR_OOM, "%s: out of memory for the causal mask", OP);
-            S = NULL;
-        } else {
-            double *fr = m + Lq * Lk;
-            for (int64_t i = 0; i < Lq; i++) {
-                int64_t e = fg_attn_key_end(i, Lq, Lk, true);
-                fr[i] = e == 0;
-                any_full |= e == 0;
-                /* rows with no key stay unmasked (finite softmax, zeroed after: no NaN anywhere) */
-                for (int64_t j = 0; j < Lk; j++) m[i * Lk + j] = e > 0 && j >= e;
-            }
-            fg_tensor *mk = mask_of(m, FG_SHAPE(Lq, Lk), S->dtype, S->device);
-            full = any_full ? mask_of(fr, FG_SHAPE(Lq, 1), S->dtype, S->device) : NULL;
-            free(m);
-            S = mk && (full || !any_full) ? fg_masked_fill(S, mk, -INFINITY) : NULL;
-        }
-    }
-    fg_tensor *P = S ? fg_softmax(S, -1) : NULL;
-    if (P && any_full) P = fg_masked_fill(P, full, 0.0);
-    draw_dropout(c);
-    if (P && c->drop.threshold) P = fg_mul(P, dropout_factors(q, Lk, &c->drop, P->dtype));
-    fg_tensor *out = P ? fg_matmul(P, vv) : NULL;
-    fg_tensor *lse = NULL;
-    if (out && lse_out) { /* log-sum-exp of the scores, without gradient */
-        bool prev = fg_set_grad_enabled(false);
-        fg_tensor *mx = fg_max(S, -1, true, NULL);
-        fg_tensor *l = mx ? fg_add(fg_log(fg_sum(fg_exp(fg_sub(S, mx)), 1, (const int[]){-1}, false)),
-                                   fg_squeeze(mx, -1))
-                          : NULL;
-        if (l && any_full) l = fg_masked_fill(l, fg_reshape(full, FG_SHAPE(Lq)), INFINITY);
-        lse = l ? fg_to(l, l->device, lse_dtype(q)) : NULL;
-        fg_set_grad_enabled(prev);
-        if (!lse) out = NULL;
-    }
-    if (out) out = fg_keep(out);
-    if (lse) lse = fg_keep(lse);
-    fg_scope_end(sc);
-    /* back into the caller's scope, as if made there */
-    out = fg__adopt(out);
-    lse = fg__adopt(lse);
-    if (!out || (lse_out && !lse)) {
-        fg_free(out);
-        fg_free(lse);
-        return NULL;
-    }
-    if (lse_out) *lse_out = lse;
-    return out;
-}
-
 fg_tensor *fg_attention_lse(fg_tensor *q, fg_tensor *k, fg_tensor *v, const fg_attention_opts *opts, fg_tensor **lse)
 {
+    const fg_attention_opts o = opts ? *opts : (fg_attention_opts){0};
     attn_cfg c;
+    attn_seqs s;
+    char s1[128], s2[128];
     if (lse) *lse = NULL;
-    if (!check_args(q, k, v, opts, &c)) return NULL;
-    /* Degenerate sizes (no keys, no rows, D = 0) take the flash rules on the CPU. */
-    bool empty = k->shape[2] == 0 || q->shape[2] == 0 || q->shape[3] == 0 || q->shape[0] == 0;
-    if (c.backend == FG_ATTN_FLASH || (empty && (q->device == FG_CPU || cuda_flash_fits(q))))
-        return flash_forward(q, k, v, &c, lse);
-    return math_forward(q, k, v, &c, lse);
+    if (!check_args(q, k, v, &o, &c) || !parse_seqs(q, k, &o, &s)) return NULL;
+    const int64_t mq = s.varlen || s.padded ? s.max_q : q->shape[2], mk = s.varlen || s.padded ? s.max_k : k->shape[2];
+    if (q->device == FG_CUDA && c.backend == FG_ATTN_FLASH && (mq > MAX_ROWS || mk > MAX_ROWS || q->shape[1] > INT32_MAX ||
+                                                              (s.varlen ? s.n : q->shape[0]) * q->shape[1] > INT32_MAX)) {
+        fg__err(FG_ERR_UNSUPPORTED, "%s: sizes beyond the CUDA kernels' grid: q %s, k %s (at most %d rows a sequence)",
+                OP, fg_shape_str(q, s1, sizeof s1), fg_shape_str(k, s2, sizeof s2), MAX_ROWS);
+        seqs_free(&s);
+        return NULL;
+    }
+    fg__attn_draw_dropout(&c);
+    /* Degenerate sizes (no keys, no rows, D = 0) take the flash rules where the flash path runs. */
+    const bool empty = q->numel == 0 || k->numel == 0;
+    fg_tensor *out = c.backend == FG_ATTN_FLASH || (empty && (q->device == FG_CPU || cuda_flash_fits(q)))
+                         ? flash_forward(q, k, v, &c, &s, lse)
+                         : fg__attn_math(q, k, v, &c, &s, lse);
+    seqs_free(&s);
+    return out;
 }
 
 fg_tensor *fg_attention(fg_tensor *q, fg_tensor *k, fg_tensor *v, const fg_attention_opts *opts)
