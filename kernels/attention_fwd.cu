@@ -1,6 +1,7 @@
 // Flash-attention forward on tensor cores (FlashAttention-2's schedule with
-// mma.sync): a block of 4 warps owns 64 query rows (16 per warp, Q in shared
-// memory), streams key/value blocks through double-buffered shared memory
+// mma.sync): a block of 4 warps owns 128 query rows (32 per warp, so each K / V
+// fragment read from shared memory feeds two products; 64 rows for D > 128;
+// Q in shared memory), streams key/value blocks through double-buffered shared memory
 // (cp.async), keeps the scores, the online-softmax statistics (max m, sum l,
 // in the log2 domain) and the output accumulator in registers, and writes O
 // and LSE = (m + log2 l) ln 2 (+inf for a row that sees no key) at the end.
@@ -12,7 +13,8 @@ using namespace fgk;
 using namespace fgk::flash;
 
 template <typename T, int DP> struct FwdCfg {
-    static constexpr int BR = 64;                                   // query rows per block
+    static constexpr int MT = DP <= 128 ? 2 : 1;                    // 16-row tiles per warp
+    static constexpr int BR = 64 * MT;                              // query rows per block
     static constexpr int BC = DP * sizeof(T) <= 256 ? 64 : 32;      // keys per block
     static constexpr int ST = Tile<T, DP>::ST;
     static constexpr size_t SMEM = sizeof(T) * ST * (BR + 4 * BC); // Q, 2 x K, 2 x V
@@ -21,7 +23,7 @@ template <typename T, int DP> struct FwdCfg {
 template <typename T, int DP> __global__ void __launch_bounds__(NT) flash_fwd(const fg_k_attn p)
 {
     using C = FwdCfg<T, DP>;
-    constexpr int BR = C::BR, BC = C::BC, ST = C::ST;
+    constexpr int MT = C::MT, BR = C::BR, BC = C::BC, ST = C::ST;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T *Qs = reinterpret_cast<T *>(smem_raw); // (BR, DP)
     T *Ks = Qs + BR * ST;                    // 2 x (BC, DP)
@@ -45,95 +47,112 @@ template <typename T, int DP> __global__ void __launch_bounds__(NT) flash_fwd(co
     }
     cp_commit();
 
-    const int ra = i0 + warp * 16 + g, rb = ra + 8;     // this thread's two rows
-    const int ea = sq.key_end(ra), eb = sq.key_end(rb); // their key bounds
-    const int ew = sq.key_end(i0 + warp * 16);          // the warp's smallest bound
+    const int w0 = i0 + warp * 16 * MT; // the warp's first row
+    int row[MT][2], end[MT][2];         // this thread's rows (g and g + 8 of each tile) and their key bounds
+#pragma unroll
+    for (int m = 0; m < MT; m++)
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            row[m][r] = w0 + 16 * m + 8 * r + g;
+            end[m][r] = sq.key_end(row[m][r]);
+        }
+    const int ew = sq.key_end(w0); // the warp's smallest bound
     const float sl2 = p.scale * LOG2E;
     const Dropout drop(p, bh);
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
-    float acc[DP / 8][4];
-    zero(acc);
+    float m_[MT][2], l[MT][2];
+    float acc[MT][DP / 8][4];
+#pragma unroll
+    for (int m = 0; m < MT; m++) {
+        m_[m][0] = m_[m][1] = -INFINITY;
+        l[m][0] = l[m][1] = 0.f;
+        zero(acc[m]);
+    }
 
     for (int jb = 0; jb < nkb; jb++) {
         const int buf = kv_step<T, BC, DP>(Ks, Vs, kg, vg, p, sq.lk, jb, nkb), j0 = jb * BC;
         const T *Kb = Ks + buf * BC * ST, *Vb = Vs + buf * BC * ST;
 
-        // S = Q K^T (16 x BC per warp)
-        float s[BC / 8][4];
-        zero(s);
-        mma_ss<T, DP / 16, BC / 16>(s, Qs, ST, warp * 16, Kb, ST);
-        // scale into the log2 domain; mask keys past Lk or the causal bound
+        // S = Q K^T (16 MT x BC per warp)
+        float s[MT][BC / 8][4];
+#pragma unroll
+        for (int m = 0; m < MT; m++) zero(s[m]);
+        mma_ss<T, MT, DP / 16, BC / 16>(s, Qs, ST, w0 - i0, Kb, ST);
+        // scale into the log2 domain; mask keys past lk or the causal bound
         const bool edge = j0 + BC > min(ew, sq.lk);
 #pragma unroll
-        for (int n = 0; n < BC / 8; n++)
+        for (int m = 0; m < MT; m++) {
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int col = j0 + n * 8 + 2 * t + (e & 1);
-                s[n][e] = edge && col >= (e < 2 ? ea : eb) ? -INFINITY : s[n][e] * sl2;
-            }
-        // online softmax
-        float mx[2] = {m[0], m[1]};
+            for (int n = 0; n < BC / 8; n++)
 #pragma unroll
-        for (int n = 0; n < BC / 8; n++) {
-            mx[0] = fmaxf(mx[0], fmaxf(s[n][0], s[n][1]));
-            mx[1] = fmaxf(mx[1], fmaxf(s[n][2], s[n][3]));
-        }
-        float alpha[2], mu[2], rs[2] = {0.f, 0.f};
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            mx[r] = quad_max(mx[r]);
-            mu[r] = mx[r] == -INFINITY ? 0.f : mx[r]; // nothing seen yet: keep exp2 finite
-            alpha[r] = ex2(m[r] - mu[r]);
-            m[r] = mx[r];
-        }
-#pragma unroll
-        for (int n = 0; n < BC / 8; n++) {
-            s[n][0] = ex2(s[n][0] - mu[0]);
-            s[n][1] = ex2(s[n][1] - mu[0]);
-            s[n][2] = ex2(s[n][2] - mu[1]);
-            s[n][3] = ex2(s[n][3] - mu[1]);
-            rs[0] += s[n][0] + s[n][1];
-            rs[1] += s[n][2] + s[n][3];
-        }
-        l[0] = l[0] * alpha[0] + rs[0];
-        l[1] = l[1] * alpha[1] + rs[1];
-#pragma unroll
-        for (int n = 0; n < DP / 8; n++) {
-            acc[n][0] *= alpha[0];
-            acc[n][1] *= alpha[0];
-            acc[n][2] *= alpha[1];
-            acc[n][3] *= alpha[1];
-        }
-        if (drop.on) { // the sum l is of the undropped probabilities; 1 / (1 - p) comes with 1 / l
+                for (int e = 0; e < 4; e++) {
+                    const int col = j0 + n * 8 + 2 * t + (e & 1);
+                    s[m][n][e] = edge && col >= end[m][e >> 1] ? -INFINITY : s[m][n][e] * sl2;
+                }
+            // online softmax
+            float mx[2] = {m_[m][0], m_[m][1]};
 #pragma unroll
             for (int n = 0; n < BC / 8; n++) {
-                const int col = j0 + n * 8 + 2 * t;
-                const float2 za = drop.pair(ra, col), zb = drop.pair(rb, col);
-                s[n][0] *= za.x;
-                s[n][1] *= za.y;
-                s[n][2] *= zb.x;
-                s[n][3] *= zb.y;
+                mx[0] = fmaxf(mx[0], fmaxf(s[m][n][0], s[m][n][1]));
+                mx[1] = fmaxf(mx[1], fmaxf(s[m][n][2], s[m][n][3]));
+            }
+            float alpha[2], mu[2], rs[2] = {0.f, 0.f};
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                mx[r] = quad_max(mx[r]);
+                mu[r] = mx[r] == -INFINITY ? 0.f : mx[r]; // nothing seen yet: keep exp2 finite
+                alpha[r] = ex2(m_[m][r] - mu[r]);
+                m_[m][r] = mx[r];
+            }
+#pragma unroll
+            for (int n = 0; n < BC / 8; n++) {
+                s[m][n][0] = ex2(s[m][n][0] - mu[0]);
+                s[m][n][1] = ex2(s[m][n][1] - mu[0]);
+                s[m][n][2] = ex2(s[m][n][2] - mu[1]);
+                s[m][n][3] = ex2(s[m][n][3] - mu[1]);
+                rs[0] += s[m][n][0] + s[m][n][1];
+                rs[1] += s[m][n][2] + s[m][n][3];
+            }
+            l[m][0] = l[m][0] * alpha[0] + rs[0];
+            l[m][1] = l[m][1] * alpha[1] + rs[1];
+#pragma unroll
+            for (int n = 0; n < DP / 8; n++) {
+                acc[m][n][0] *= alpha[0];
+                acc[m][n][1] *= alpha[0];
+                acc[m][n][2] *= alpha[1];
+                acc[m][n][3] *= alpha[1];
+            }
+            if (drop.on) { // the sum l is of the undropped probabilities; 1 / (1 - p) comes with 1 / l
+#pragma unroll
+                for (int n = 0; n < BC / 8; n++) {
+                    const int col = j0 + n * 8 + 2 * t;
+                    const float2 za = drop.pair(row[m][0], col), zb = drop.pair(row[m][1], col);
+                    s[m][n][0] *= za.x;
+                    s[m][n][1] *= za.y;
+                    s[m][n][2] *= zb.x;
+                    s[m][n][3] *= zb.y;
+                }
             }
         }
-        mma_rs<T, BC / 16, DP / 16>(acc, s, Vb, ST); // O += P V
+        mma_rs<T, MT, BC / 16, DP / 16>(acc, s, Vb, ST); // O += P V
         __syncthreads(); // the next prefetch overwrites this buffer
     }
     cp_wait<0>(); // nkb == 0 leaves the Q copy in flight
 
-    float inv[2];
+    float *lse = p.lse + sq.lse0(p, b, h);
 #pragma unroll
-    for (int r = 0; r < 2; r++) {
-        l[r] = quad_sum(l[r]);
-        inv[r] = l[r] > 0.f ? drop.scale / l[r] : 0.f;
+    for (int m = 0; m < MT; m++) {
+        float inv[2];
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            l[m][r] = quad_sum(l[m][r]);
+            inv[r] = l[m][r] > 0.f ? drop.scale / l[m][r] : 0.f;
+            if (t == 0 && row[m][r] < sq.lq)
+                lse[row[m][r]] = l[m][r] > 0.f ? (m_[m][r] + __log2f(l[m][r])) * LN2 : INFINITY;
+        }
+        // O through this warp's own rows of Qs, then 16-byte stores
+        store_acc16<T, DP>(acc[m], inv[0], inv[1], Qs + (w0 - i0 + 16 * m) * ST, rows_of<T>(p.o, p.o_s, b, h, sq.q0),
+                           p.o_s[2], w0 + 16 * m, sq.lq, p.D, p.vec);
     }
-    if (t == 0) {
-        float *lse = p.lse + sq.lse0(p, b, h);
-        if (ra < sq.lq) lse[ra] = l[0] > 0.f ? (m[0] + __log2f(l[0])) * LN2 : INFINITY;
-        if (rb < sq.lq) lse[rb] = l[1] > 0.f ? (m[1] + __log2f(l[1])) * LN2 : INFINITY;
-    }
-    // O through this warp's own rows of Qs, then 16-byte stores
-    store_acc16<T, DP>(acc, inv[0], inv[1], Qs + warp * 16 * ST, rows_of<T>(p.o, p.o_s, b, h, sq.q0), p.o_s[2],
-                       i0 + warp * 16, sq.lq, p.D, p.vec);
 }
 
 template <typename T, int DP> cudaError_t launch_fwd(const fg_k_attn &p, cudaStream_t st)

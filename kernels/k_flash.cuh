@@ -262,44 +262,66 @@ template <int N> __device__ __forceinline__ void zero(float (&c)[N][4])
     for (int n = 0; n < N; n++) c[n][0] = c[n][1] = c[n][2] = c[n][3] = 0.f;
 }
 
-// c (16 x 16 NB) += A B: A is rows r0..r0+15, columns 0..16 KB of the
-// row-major As; B (16 KB x 16 NB) is stored as Bs[n][k].
-template <typename T, int KB, int NB>
-__device__ __forceinline__ void mma_ss(float (&c)[2 * NB][4], const T *As, int ast, int r0, const T *Bs, int bst)
+// c (16 MT x 16 NB) += A B: A is rows r0..r0+16 MT-1, columns 0..16 KB of the
+// row-major As; B (16 KB x 16 NB) is stored as Bs[n][k]. Each B fragment
+// loaded feeds MT products (more rows per warp: less shared-memory traffic).
+template <typename T, int MT, int KB, int NB>
+__device__ __forceinline__ void mma_ss(float (&c)[MT][2 * NB][4], const T *As, int ast, int r0, const T *Bs, int bst)
 {
     using M = Mma<T>;
 #pragma unroll
     for (int kk = 0; kk < KB; kk++) {
-        typename M::A a;
-        M::ldA(a, As, ast, r0, kk * 16);
+        typename M::A a[MT];
+#pragma unroll
+        for (int m = 0; m < MT; m++) M::ldA(a[m], As, ast, r0 + 16 * m, kk * 16);
 #pragma unroll
         for (int nn = 0; nn < NB; nn++) {
             typename M::B b0, b1;
             M::ldB2(b0, b1, Bs, bst, nn * 16, kk * 16);
-            M::mma(c[2 * nn], a, b0);
-            M::mma(c[2 * nn + 1], a, b1);
+#pragma unroll
+            for (int m = 0; m < MT; m++) {
+                M::mma(c[m][2 * nn], a[m], b0);
+                M::mma(c[m][2 * nn + 1], a[m], b1);
+            }
         }
     }
 }
-
-// c (16 x 16 NB) += P B: P (16 x 16 KB) is in registers as C tiles (a pair
-// per k16 step); B is stored as Bs[k][n], columns from n0.
 template <typename T, int KB, int NB>
-__device__ __forceinline__ void mma_rs(float (&c)[2 * NB][4], const float (&pc)[2 * KB][4], const T *Bs, int bst,
-                                       int n0 = 0)
+__device__ __forceinline__ void mma_ss(float (&c)[2 * NB][4], const T *As, int ast, int r0, const T *Bs, int bst)
+{
+    mma_ss<T, 1, KB, NB>(reinterpret_cast<float(&)[1][2 * NB][4]>(c), As, ast, r0, Bs, bst);
+}
+
+// c (16 MT x 16 NB) += P B: P (16 MT x 16 KB) is in registers as C tiles (a
+// pair per k16 step); B is stored as Bs[k][n], columns from n0.
+template <typename T, int MT, int KB, int NB>
+__device__ __forceinline__ void mma_rs(float (&c)[MT][2 * NB][4], const float (&pc)[MT][2 * KB][4], const T *Bs,
+                                       int bst, int n0 = 0)
 {
     using M = Mma<T>;
 #pragma unroll
     for (int kk = 0; kk < KB; kk++) {
-        const typename M::A a = M::from_c(pc[2 * kk], pc[2 * kk + 1]);
+        typename M::A a[MT];
+#pragma unroll
+        for (int m = 0; m < MT; m++) a[m] = M::from_c(pc[m][2 * kk], pc[m][2 * kk + 1]);
 #pragma unroll
         for (int nn = 0; nn < NB; nn++) {
             typename M::B b0, b1;
             M::ldB2t(b0, b1, Bs, bst, n0 + nn * 16, kk * 16);
-            M::mma(c[2 * nn], a, b0);
-            M::mma(c[2 * nn + 1], a, b1);
+#pragma unroll
+            for (int m = 0; m < MT; m++) {
+                M::mma(c[m][2 * nn], a[m], b0);
+                M::mma(c[m][2 * nn + 1], a[m], b1);
+            }
         }
     }
+}
+template <typename T, int KB, int NB>
+__device__ __forceinline__ void mma_rs(float (&c)[2 * NB][4], const float (&pc)[2 * KB][4], const T *Bs, int bst,
+                                       int n0 = 0)
+{
+    mma_rs<T, 1, KB, NB>(reinterpret_cast<float(&)[1][2 * NB][4]>(c),
+                         reinterpret_cast<const float(&)[1][2 * KB][4]>(pc), Bs, bst, n0);
 }
 
 // A warp's 16 x DP accumulator, rows g scaled by sa and rows g + 8 by sb,
