@@ -1,7 +1,7 @@
 // Flash-attention backward on tensor cores (FlashAttention-2's schedule):
 //  1. pre:  dsum_i = rowsum(dO_i * O_i) (fp32), one warp per row.
-//  2. dkdv: a block owns 64 keys of one KV head (16 per warp, K and V in
-//     shared memory) and walks every query block of every query head of its
+//  2. dkdv: a block owns 64-128 keys of one KV head (KvCfg: 16 or 32 per
+//     warp, 4 or 8 warps; K and V in shared memory) and walks every query block of every query head of its
 //     GQA group, recomputing P^T = exp(S^T - LSE) from the saved LSE:
 //       dV += P^T dO,  dP^T = V dO^T,  dS^T = P^T (dP^T - dsum),  dK += dS^T Q
 //     with dK/dV in registers: no atomics, the group reduced in the block.
@@ -45,21 +45,29 @@ template <typename T> __global__ void __launch_bounds__(NT) flash_bwd_dq_convert
 }
 
 template <typename T, int DP> struct KvCfg {
-    static constexpr int BK = 64;                              // keys per block, 16 per warp
+    // bf16/f16 D 128: 8 warps of 16 keys (each query block read, and each dQ
+    // row added atomically, once per 128 keys: 109 -> 125 TFLOP/s on an H200);
+    // otherwise 4 warps of 16 keys (8 warps cost D 64 its occupancy)
+    // 16-key tiles per warp: 2 for D 64 was slower on an H200 (255 registers,
+    // 8 warps an SM against 12 with 1 tile), so 1 everywhere for now
+    static constexpr int MT = 1;
+    static constexpr int NW = sizeof(T) == 2 && DP == 128 ? 8 : 4, NTH = 32 * NW;
+    static constexpr int BK = 16 * MT * NW;                    // keys per block
     static constexpr int BQ = DP * sizeof(T) <= 512 ? 32 : 16; // query rows per step
     static constexpr int ST = Tile<T, DP>::ST;
     static constexpr int DSST = BQ + Tile<T, DP>::CH; // row stride of dS^T (BK, BQ)
-    static constexpr int WR = BQ / 16, WC = 4 / WR;   // dQ: warps over rows x columns
-    static constexpr int NCOL = DP / WC;              // dQ columns per warp
+    static constexpr int WR = BQ / 16;                // dQ: warps over rows x columns
+    static constexpr int WC = NW / WR < DP / 16 ? NW / WR : DP / 16;
+    static constexpr int NCOL = DP / WC; // dQ columns per warp (warps past WR WC sit the product out)
     static constexpr size_t SMEM = sizeof(T) * (ST * (2 * BK + 4 * BQ) + BK * DSST) + sizeof(float) * 4 * BQ;
 };
 
 template <typename T, int DP, bool ATOMIC_DQ>
-__global__ void __launch_bounds__(NT) flash_bwd_dkdv(const fg_k_attn p, const float *dsum, float *dq_acc)
+__global__ void __launch_bounds__(KvCfg<T, DP>::NTH) flash_bwd_dkdv(const fg_k_attn p, const float *dsum, float *dq_acc)
 {
     using M = Mma<T>;
     using C = KvCfg<T, DP>;
-    constexpr int BK = C::BK, BQ = C::BQ, ST = C::ST, DSST = C::DSST;
+    constexpr int MT = C::MT, BK = C::BK, BQ = C::BQ, ST = C::ST, DSST = C::DSST, NTH = C::NTH;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T *Ks = reinterpret_cast<T *>(smem_raw); // (BK, DP)
     T *Vs = Ks + BK * ST;                    // (BK, DP)
@@ -75,8 +83,8 @@ __global__ void __launch_bounds__(NT) flash_bwd_dkdv(const fg_k_attn p, const fl
     const Seq sq(p, b);
     if (j0 >= sq.nk) return; // a shorter sequence of a varlen batch
     const T *kg = rows_of<T>(p.k, p.k_s, b, hk, sq.k0), *vg = rows_of<T>(p.v, p.v_s, b, hk, sq.k0);
-    load_tile<T, BK, DP>(Ks, kg, p.k_s[2], j0, sq.lk, p.D, p.vec); // padded keys read as zeros
-    load_tile<T, BK, DP>(Vs, vg, p.v_s[2], j0, sq.lk, p.D, p.vec);
+    load_tile<T, BK, DP, NTH>(Ks, kg, p.k_s[2], j0, sq.lk, p.D, p.vec); // padded keys read as zeros
+    load_tile<T, BK, DP, NTH>(Vs, vg, p.v_s[2], j0, sq.lk, p.D, p.vec);
 
     // query rows that can see key j0: i >= j0 - (lk - lq) when causal; none past lk
     const int istart = sq.causal ? min(max(j0 - (sq.lk - sq.lq), 0), sq.lq) : 0;
@@ -85,10 +93,11 @@ __global__ void __launch_bounds__(NT) flash_bwd_dkdv(const fg_k_attn p, const fl
     auto issue = [&](int it, int buf) {
         const int h = hk * G + it / nib, i0 = (ib0 + it % nib) * BQ;
         const int64_t l0 = sq.lse0(p, b, h);
-        load_tile<T, BQ, DP>(Qs + buf * BQ * ST, rows_of<T>(p.q, p.q_s, b, h, sq.q0), p.q_s[2], i0, sq.lq, p.D, p.vec);
-        load_tile<T, BQ, DP>(dOs + buf * BQ * ST, rows_of<T>(p.dout, p.do_s, b, h, sq.q0), p.do_s[2], i0, sq.lq, p.D,
-                             p.vec);
-        for (int r = threadIdx.x; r < BQ; r += NT) {
+        load_tile<T, BQ, DP, NTH>(Qs + buf * BQ * ST, rows_of<T>(p.q, p.q_s, b, h, sq.q0), p.q_s[2], i0, sq.lq, p.D,
+                                  p.vec);
+        load_tile<T, BQ, DP, NTH>(dOs + buf * BQ * ST, rows_of<T>(p.dout, p.do_s, b, h, sq.q0), p.do_s[2], i0, sq.lq,
+                                  p.D, p.vec);
+        for (int r = threadIdx.x; r < BQ; r += NTH) {
             const bool in = i0 + r < sq.lq;
             lse_s[buf * BQ + r] = in ? p.lse[l0 + i0 + r] * LOG2E : INFINITY; // P = 0 past lq
             dsum_s[buf * BQ + r] = in ? dsum[l0 + i0 + r] : 0.f;
@@ -97,11 +106,14 @@ __global__ void __launch_bounds__(NT) flash_bwd_dkdv(const fg_k_attn p, const fl
     if (total > 0) issue(0, 0);
     cp_commit();
 
-    const int ka = j0 + warp * 16 + g, kb = ka + 8; // this thread's two keys
+    const int wk = warp * 16 * MT; // the warp's first key in the block
     const float sl2 = p.scale * LOG2E;
-    float dk[DP / 8][4], dv[DP / 8][4];
-    zero(dk);
-    zero(dv);
+    float dk[MT][DP / 8][4], dv[MT][DP / 8][4];
+#pragma unroll
+    for (int m = 0; m < MT; m++) {
+        zero(dk[m]);
+        zero(dv[m]);
+    }
 
     for (int it = 0; it < total; it++) {
         const int buf = it & 1;
@@ -118,64 +130,84 @@ __global__ void __launch_bounds__(NT) flash_bwd_dkdv(const fg_k_attn p, const fl
         const float *lse_b = lse_s + buf * BQ, *dsum_b = dsum_s + buf * BQ;
         const Dropout drop(p, bh);
 
-        // S^T = K Q^T (16 keys x BQ queries per warp)
-        float st[BQ / 8][4];
-        zero(st);
-        mma_ss<T, DP / 16, BQ / 16>(st, Ks, ST, warp * 16, Qb, ST);
+        // S^T = K Q^T (16 MT keys x BQ queries per warp)
+        float st[MT][BQ / 8][4], dp[MT][BQ / 8][4];
+#pragma unroll
+        for (int m = 0; m < MT; m++) {
+            zero(st[m]);
+            zero(dp[m]);
+        }
+        mma_ss<T, MT, DP / 16, BQ / 16>(st, Ks, ST, wk, Qb, ST);
         // P^T; a key is visible to query i when key < key_end(i)
         const bool edge = j0 + BK > sq.lk || (sq.causal && j0 + BK > sq.key_end(i0));
-        float pd[BQ / 8][4], z[BQ / 8][4];
+        float pd[MT][BQ / 8][4];
 #pragma unroll
-        for (int n = 0; n < BQ / 8; n++)
+        for (int m = 0; m < MT; m++)
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int qc = n * 8 + 2 * t + (e & 1), key = e < 2 ? ka : kb;
-                const bool vis = !edge || key < sq.key_end(i0 + qc);
-                st[n][e] = vis ? ex2(st[n][e] * sl2 - lse_b[qc]) : 0.f;
-                z[n][e] = drop.on ? drop.one(i0 + qc, key) : 1.f;
-                pd[n][e] = st[n][e] * z[n][e];
+            for (int n = 0; n < BQ / 8; n++) {
+                const int ka = j0 + wk + 16 * m + g;
+                // z (0/1) rides in dp until dP is computed; 1 / (1 - p) is applied to dV at the end
+                if (drop.on)
+                    drop.quad(i0 + n * 8 + 2 * t, ka, ka + 8, dp[m][n]);
+                else
+                    dp[m][n][0] = dp[m][n][1] = dp[m][n][2] = dp[m][n][3] = 1.f;
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int qc = n * 8 + 2 * t + (e & 1), key = ka + (e < 2 ? 0 : 8);
+                    const bool vis = !edge || key < sq.key_end(i0 + qc);
+                    st[m][n][e] = vis ? ex2(st[m][n][e] * sl2 - lse_b[qc]) : 0.f;
+                    pd[m][n][e] = st[m][n][e] * dp[m][n][e];
+                }
             }
-        // dV += (P z)^T dO (z 0/1; 1 / (1 - p) applied to dV at the end)
-        mma_rs<T, BQ / 16, DP / 16>(dv, pd, dOb, ST);
+        // dV += (P z)^T dO
+        mma_rs<T, MT, BQ / 16, DP / 16>(dv, pd, dOb, ST);
         // dP^T = V dO^T; dS^T = P^T (dP^T z - dsum), into pd
-        float dp[BQ / 8][4];
-        zero(dp);
-        mma_ss<T, DP / 16, BQ / 16>(dp, Vs, ST, warp * 16, dOb, ST);
+        float dpv[MT][BQ / 8][4];
 #pragma unroll
-        for (int n = 0; n < BQ / 8; n++)
+        for (int m = 0; m < MT; m++) zero(dpv[m]);
+        mma_ss<T, MT, DP / 16, BQ / 16>(dpv, Vs, ST, wk, dOb, ST);
 #pragma unroll
-            for (int e = 0; e < 4; e++)
-                pd[n][e] = st[n][e] * (dp[n][e] * z[n][e] * drop.scale - dsum_b[n * 8 + 2 * t + (e & 1)]);
-        mma_rs<T, BQ / 16, DP / 16>(dk, pd, Qb, ST); // dK += dS^T Q
+        for (int m = 0; m < MT; m++)
+#pragma unroll
+            for (int n = 0; n < BQ / 8; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    pd[m][n][e] =
+                        st[m][n][e] * (dpv[m][n][e] * dp[m][n][e] * drop.scale - dsum_b[n * 8 + 2 * t + (e & 1)]);
+        mma_rs<T, MT, BQ / 16, DP / 16>(dk, pd, Qb, ST); // dK += dS^T Q
         if constexpr (ATOMIC_DQ) {
             // dQ (BQ x DP) += dS K: dS^T through shared memory, then fp32 atomics
 #pragma unroll
-            for (int n = 0; n < BQ / 8; n++) st_cfrag(dSs, DSST, warp * 16, n * 8, pd[n]);
+            for (int m = 0; m < MT; m++)
+#pragma unroll
+                for (int n = 0; n < BQ / 8; n++) st_cfrag(dSs, DSST, wk + 16 * m, n * 8, pd[m][n]);
             __syncthreads();
             const int wr = warp % C::WR, wc = warp / C::WR;
-            float dq[C::NCOL / 8][4];
-            zero(dq);
+            if (wc < C::WC) {
+                float dq[C::NCOL / 8][4];
+                zero(dq);
 #pragma unroll
-            for (int kk = 0; kk < BK / 16; kk++) {
-                typename M::A a;
-                M::ldAt(a, dSs, DSST, wr * 16, kk * 16);
+                for (int kk = 0; kk < BK / 16; kk++) {
+                    typename M::A a;
+                    M::ldAt(a, dSs, DSST, wr * 16, kk * 16);
 #pragma unroll
-                for (int nn = 0; nn < C::NCOL / 16; nn++) {
-                    typename M::B b0, b1;
-                    M::ldB2t(b0, b1, Ks, ST, wc * C::NCOL + nn * 16, kk * 16);
-                    M::mma(dq[2 * nn], a, b0);
-                    M::mma(dq[2 * nn + 1], a, b1);
+                    for (int nn = 0; nn < C::NCOL / 16; nn++) {
+                        typename M::B b0, b1;
+                        M::ldB2t(b0, b1, Ks, ST, wc * C::NCOL + nn * 16, kk * 16);
+                        M::mma(dq[2 * nn], a, b0);
+                        M::mma(dq[2 * nn + 1], a, b1);
+                    }
                 }
+                const int qa = i0 + wr * 16 + g;
+                float *dst = dq_acc + (sq.lse0(p, b, h) + qa) * p.D;
+#pragma unroll
+                for (int n = 0; n < C::NCOL / 8; n++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const int d = wc * C::NCOL + n * 8 + 2 * t + (e & 1), row = e < 2 ? 0 : 8;
+                        if (qa + row < sq.lq && d < p.D) atomicAdd(dst + row * p.D + d, dq[n][e]);
+                    }
             }
-            const int qa = i0 + wr * 16 + g;
-            float *dst = dq_acc + (sq.lse0(p, b, h) + qa) * p.D;
-#pragma unroll
-            for (int n = 0; n < C::NCOL / 8; n++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int d = wc * C::NCOL + n * 8 + 2 * t + (e & 1), row = e < 2 ? 0 : 8;
-                    if (qa + row < sq.lq && d < p.D) atomicAdd(dst + row * p.D + d, dq[n][e]);
-                }
         }
         __syncthreads(); // the next prefetch overwrites this buffer
     }
@@ -184,10 +216,13 @@ __global__ void __launch_bounds__(NT) flash_bwd_dkdv(const fg_k_attn p, const fl
 
     // dK (times scale) and dV (times 1 / (1 - p)) staged through this warp's rows of Ks / Vs
     const float vs = p.drop_threshold ? p.drop_scale : 1.f;
-    store_acc16<T, DP>(dk, p.scale, p.scale, Ks + warp * 16 * ST, rows_of<T>(p.dk, p.dk_s, b, hk, sq.k0), p.dk_s[2],
-                       j0 + warp * 16, sq.nk, p.D, p.vec);
-    store_acc16<T, DP>(dv, vs, vs, Vs + warp * 16 * ST, rows_of<T>(p.dv, p.dv_s, b, hk, sq.k0), p.dv_s[2],
-                       j0 + warp * 16, sq.nk, p.D, p.vec);
+#pragma unroll
+    for (int m = 0; m < MT; m++) {
+        store_acc16<T, DP>(dk[m], p.scale, p.scale, Ks + (wk + 16 * m) * ST, rows_of<T>(p.dk, p.dk_s, b, hk, sq.k0),
+                           p.dk_s[2], j0 + wk + 16 * m, sq.nk, p.D, p.vec);
+        store_acc16<T, DP>(dv[m], vs, vs, Vs + (wk + 16 * m) * ST, rows_of<T>(p.dv, p.dv_s, b, hk, sq.k0), p.dv_s[2],
+                           j0 + wk + 16 * m, sq.nk, p.D, p.vec);
+    }
 }
 
 template <typename T, int DP> struct QCfg {
@@ -247,10 +282,7 @@ template <typename T, int DP> __global__ void __launch_bounds__(NT) flash_bwd_dq
         for (int n = 0; n < BC / 8; n++) {
             const int col = j0 + n * 8 + 2 * t;
             float2 za = make_float2(1.f, 1.f), zb = za;
-            if (drop.on) {
-                za = drop.pair(ra, col);
-                zb = drop.pair(rb, col);
-            }
+            if (drop.on) drop.pair2(ra, rb, col, za, zb);
             const float z[4] = {za.x * drop.scale, za.y * drop.scale, zb.x * drop.scale, zb.y * drop.scale};
 #pragma unroll
             for (int e = 0; e < 4; e++) {
@@ -280,7 +312,7 @@ cudaError_t launch_bwd(const fg_k_attn &p, bool det, float *dsum, float *dq_acc,
     if (det) {
         static const cudaError_t a1 = allow_smem(flash_bwd_dkdv<T, DP, false>, KC::SMEM);
         if (a1 != cudaSuccess) return a1;
-        flash_bwd_dkdv<T, DP, false><<<kgrid, NT, KC::SMEM, st>>>(p, dsum, nullptr);
+        flash_bwd_dkdv<T, DP, false><<<kgrid, KC::NTH, KC::SMEM, st>>>(p, dsum, nullptr);
         if ((e = cudaGetLastError()) != cudaSuccess) return e;
         using QC = QCfg<T, DP>;
         static const cudaError_t a2 = allow_smem(flash_bwd_dq<T, DP>, QC::SMEM);
@@ -293,7 +325,7 @@ cudaError_t launch_bwd(const fg_k_attn &p, bool det, float *dsum, float *dq_acc,
         return e;
     static const cudaError_t a3 = allow_smem(flash_bwd_dkdv<T, DP, true>, KC::SMEM);
     if (a3 != cudaSuccess) return a3;
-    flash_bwd_dkdv<T, DP, true><<<kgrid, NT, KC::SMEM, st>>>(p, dsum, dq_acc);
+    flash_bwd_dkdv<T, DP, true><<<kgrid, KC::NTH, KC::SMEM, st>>>(p, dsum, dq_acc);
     if ((e = cudaGetLastError()) != cudaSuccess) return e;
     flash_bwd_dq_convert<T><<<rgrid, NT, 0, st>>>(p, dq_acc);
     return cudaGetLastError();

@@ -125,7 +125,8 @@ template <typename T, int DP> __global__ void __launch_bounds__(NT) flash_fwd(co
 #pragma unroll
                 for (int n = 0; n < BC / 8; n++) {
                     const int col = j0 + n * 8 + 2 * t;
-                    const float2 za = drop.pair(row[m][0], col), zb = drop.pair(row[m][1], col);
+                    float2 za, zb;
+                    drop.pair2(row[m][0], row[m][1], col, za, zb);
                     s[m][n][0] *= za.x;
                     s[m][n][1] *= za.y;
                     s[m][n][2] *= zb.x;

@@ -59,13 +59,14 @@ template <typename T, int DP> struct Tile {
 };
 
 // Rows [row0, row0 + ROWS) of an (L, D) slice with row stride ld (elements) into
-// s (row stride Tile::ST): zeros outside [0, nrows) x [0, D), so that padding
-// never feeds NaN into a product. vec: 16-byte copies are aligned.
-template <typename T, int ROWS, int DP>
+// s (row stride Tile::ST) by the block's NTH threads: zeros outside [0, nrows)
+// x [0, D), so that padding never feeds NaN into a product. vec: 16-byte
+// copies are aligned.
+template <typename T, int ROWS, int DP, int NTH = NT>
 __device__ __forceinline__ void load_tile(T *s, const T *g, int64_t ld, int row0, int nrows, int D, bool vec)
 {
     constexpr int CH = Tile<T, DP>::CH, NCH = DP / CH, ST = Tile<T, DP>::ST;
-    for (int idx = threadIdx.x; idx < ROWS * NCH; idx += NT) {
+    for (int idx = threadIdx.x; idx < ROWS * NCH; idx += NTH) {
         const int r = idx / NCH, c = (idx % NCH) * CH, row = row0 + r;
         T *dst = s + r * ST + c;
         if (row < nrows && c < D) {
@@ -417,17 +418,40 @@ struct Dropout {
                                     key);
     }
     __device__ __forceinline__ float keep(uint32_t w) const { return w >= thr ? 1.f : 0.f; }
-    // 0/1 of (row, col) and (row, col + 1), col even.
-    __device__ __forceinline__ float2 pair(int row, int col) const
+    static __device__ __forceinline__ uint32_t pick(const uint4 &w, int k)
     {
-        const uint4 w = words(row, col);
-        return (col & 2) ? make_float2(keep(w.z), keep(w.w)) : make_float2(keep(w.x), keep(w.y));
+        return k == 0 ? w.x : k == 1 ? w.y : k == 2 ? w.z : w.w;
     }
-    __device__ __forceinline__ float one(int row, int col) const
+    // The 0/1 of (ra, col), (ra, col + 1), (rb, col), (rb, col + 1) for a C
+    // fragment (col = 8n + 2t from a multiple of 4, whole warp): lanes t and
+    // t ^ 1 need the same two Philox blocks, so each draws one (the even lane
+    // row ra's, the odd lane rb's) and they swap the halves the other needs.
+    __device__ __forceinline__ void pair2(int ra, int rb, int col, float2 &za, float2 &zb) const
     {
-        const uint4 w = words(row, col);
-        const int k = col & 3;
-        return keep(k == 0 ? w.x : k == 1 ? w.y : k == 2 ? w.z : w.w);
+        const bool odd = threadIdx.x & 1;
+        const uint4 w = words(odd ? rb : ra, col);
+        const uint32_t r0 = __shfl_xor_sync(0xffffffffu, odd ? w.x : w.z, 1);
+        const uint32_t r1 = __shfl_xor_sync(0xffffffffu, odd ? w.y : w.w, 1);
+        za = odd ? make_float2(keep(r0), keep(r1)) : make_float2(keep(w.x), keep(w.y));
+        zb = odd ? make_float2(keep(w.z), keep(w.w)) : make_float2(keep(r0), keep(r1));
+    }
+    // z[e] = 0/1 of (query q + (e & 1), key e < 2 ? ka : kb) for a transposed
+    // C fragment (keys ka = base + g, kb = ka + 8, base a multiple of 4; whole
+    // warp): the four lanes g = 4u..4u+3 of one t need word g % 4 of the same
+    // four blocks, so each draws one block and four shuffles hand the words round.
+    __device__ __forceinline__ void quad(int q, int ka, int kb, float (&z)[4]) const
+    {
+        const int lane = threadIdx.x & 31, x = (lane >> 2) & 3;
+        const uint4 w = words(q + (x & 1), x >> 1 ? kb : ka); // block of element x
+        uint32_t got[4];
+#pragma unroll
+        for (int r = 0; r < 4; r++) // from the lane that drew element (x + r) % 4: its word x
+            got[r] = __shfl_sync(0xffffffffu, pick(w, (x - r) & 3), (lane & ~12) | (((x + r) & 3) << 2));
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int r = (e - x) & 3;
+            z[e] = keep(r == 0 ? got[0] : r == 1 ? got[1] : r == 2 ? got[2] : got[3]);
+        }
     }
 };
 
