@@ -15,5 +15,6 @@
 #include <flashgrad/autocast.h>
 #include <flashgrad/deterministic.h>
 #include <flashgrad/attention.h>
+#include <flashgrad/attention_raw.h>
 
 #endif

@@ -29,6 +29,7 @@ typedef struct fg_storage {
     fg_device device;
     void *data;
     size_t nbytes;
+    bool external; /* memory the framework does not own (fg__tensor_external): never freed here, not counted */
 } fg_storage;
 
 typedef struct fg_node fg_node;
@@ -52,12 +53,23 @@ struct fg_tensor {
 };
 
 fg_storage *fg__storage_new(fg_device dev, size_t nbytes);
+/* A storage header over memory someone else owns (host or device): releasing
+ * it frees only the header, and it counts in neither fg_memory_stats'
+ * storages / bytes nor the CUDA caching allocator. nbytes may be 0 (unknown). */
+fg_storage *fg__storage_external(fg_device dev, void *data, size_t nbytes);
 void fg__storage_unref(fg_storage *s);
 
 /* Validates a shape (ndim 0..8, sizes >= 0, no overflow); writes numel. */
 fg_status fg__check_shape(const char *op, int ndim, const int64_t *shape, int64_t *numel);
 /* New contiguous tensor with fresh storage, registered in the current scope. */
 fg_tensor *fg__new(const char *op, int ndim, const int64_t *shape, fg_dtype dt, fg_device dev);
+/* A tensor over external memory (an fg__storage_external: the data is never
+ * freed by the framework), element (i0, i1, ...) at data + sum i_d stride[d]
+ * elements. Not registered in any scope: the caller releases it with
+ * fg__unref. For handing caller buffers to internal kernels (the raw attention
+ * API); no autograd. NULL (error set) on OOM. */
+fg_tensor *fg__tensor_external(const char *op, void *data, fg_dtype dt, fg_device dev, int ndim, const int64_t *shape,
+                               const int64_t *stride);
 /* New tensor viewing base's storage (no autograd), registered in the current scope. */
 fg_tensor *fg__view(const fg_tensor *base, int ndim, const int64_t *shape, const int64_t *stride,
                     int64_t offset);
@@ -214,6 +226,13 @@ fg_status fg__cuda_malloc(void **p, size_t nbytes);
 void fg__cuda_free(void *p, size_t nbytes);
 /* The stream all device work goes to (a cudaStream_t). */
 void *fg__cuda_stream(void);
+/* Makes `waiter` wait, on the device (no host sync), for the work queued on
+ * `stream` so far (a recorded event); nothing when they are the same stream.
+ * For work on a caller's stream that touches framework memory (the caching
+ * allocator assumes one stream). */
+fg_status fg__cuda_stream_wait(void *waiter, void *stream);
+/* Blocks the host until `stream` is idle (counts as a host sync). */
+fg_status fg__cuda_stream_sync(void *stream);
 /* Maps a launcher's return code (cudaError_t as int) to a status + message. */
 fg_status fg__cuda_check(const char *op, int err);
 /* The device-side sticky error record of the training-path index ops

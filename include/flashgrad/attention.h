@@ -39,7 +39,10 @@ extern "C" {
  * deterministic: the CUDA backward computes dq in its own pass without
  * atomics, so gradients are bit-identical run to run (default: fp32 atomics
  * for dq, slightly faster; dk and dv never use atomics). The CPU backends are
- * always deterministic. */
+ * always deterministic.
+ *
+ * flashgrad/attention_raw.h runs the FLASH backend on caller memory (raw
+ * pointers and strides, no tensors or autograd). */
 typedef enum { FG_ATTN_AUTO = 0, FG_ATTN_FLASH, FG_ATTN_MATH } fg_attn_backend;
 
 /*

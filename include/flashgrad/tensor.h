@@ -53,6 +53,14 @@ double fg_item(const fg_tensor *t);
 /* Element at a multi-index (NAN and an error if out of range). */
 double fg_get(const fg_tensor *t, const int64_t *index);
 
+/* Address of element 0 of t: host memory for a CPU tensor, device memory for a
+ * CUDA one. Element (i0, i1, ...) is at index sum_d i_d fg_strides(t)[d] (in
+ * elements of fg_dtype_of(t)) from it. For handing t's data to code outside
+ * the framework (e.g. fg_attention_raw_forward); valid while t lives. Device
+ * work on t may still be queued on the framework's stream (fg_cuda_synchronize
+ * waits for it). NULL (error set) for a NULL tensor. */
+void *fg_data_ptr(const fg_tensor *t);
+
 /* ---- Properties ----------------------------------------------------------- */
 int fg_ndim(const fg_tensor *t);
 /* Size of dim `d`; negative d counts from the end. -1 and an error if invalid. */

@@ -285,6 +285,24 @@ void fg_cuda_reset_peak(void)
 
 void *fg__cuda_stream(void) { return NULL; /* the legacy default stream: one stream for all work */ }
 
+fg_status fg__cuda_stream_wait(void *waiter, void *stream)
+{
+    if (waiter == stream) return FG_OK;
+    cudaEvent_t ev;
+    cudaError_t e = cudaEventCreateWithFlags(&ev, cudaEventDisableTiming);
+    if (e != cudaSuccess) return cuda_status("stream join (event create)", e);
+    e = cudaEventRecord(ev, (cudaStream_t)stream);
+    if (e == cudaSuccess) e = cudaStreamWaitEvent((cudaStream_t)waiter, ev, 0);
+    cudaEventDestroy(ev); /* released once the wait has passed it */
+    return cuda_status("stream join", e);
+}
+
+fg_status fg__cuda_stream_sync(void *stream)
+{
+    atomic_fetch_add(&g_host_syncs, 1);
+    return cuda_status("stream synchronize", cudaStreamSynchronize((cudaStream_t)stream));
+}
+
 fg_status fg__cuda_check(const char *op, int err)
 {
     if (err == 0) return FG_OK;
@@ -441,6 +459,8 @@ void fg_cuda_shutdown(void) {}
 void fg_cuda_reset_peak(void) {}
 void *fg__cuda_stream(void) { return NULL; }
 fg_status fg__cuda_check(const char *op, int err) { return no_cuda(op); }
+fg_status fg__cuda_stream_wait(void *waiter, void *stream) { (void)waiter, (void)stream; return no_cuda("stream join"); }
+fg_status fg__cuda_stream_sync(void *stream) { (void)stream; return no_cuda("stream synchronize"); }
 void *fg__cuda_error_record(void)
 {
     no_cuda("cuda error record");

@@ -42,6 +42,7 @@ fg_storage *fg__storage_new(fg_device dev, size_t nbytes)
     s->device = dev;
     s->nbytes = nbytes;
     s->data = NULL;
+    s->external = false;
     if (dev == FG_CPU) {
         /* Round up so aligned_alloc's size is a multiple of the alignment; never 0. */
         size_t alloc = (nbytes + 63) / 64 * 64;
@@ -62,9 +63,24 @@ fg_storage *fg__storage_new(fg_device dev, size_t nbytes)
     return s;
 }
 
+fg_storage *fg__storage_external(fg_device dev, void *data, size_t nbytes)
+{
+    fg_storage *s = malloc(sizeof *s);
+    if (!s) {
+        fg__err(FG_ERR_OOM, "storage: out of host memory for the storage header");
+        return NULL;
+    }
+    *s = (fg_storage){.refcount = 1, .device = dev, .data = data, .nbytes = nbytes, .external = true};
+    return s;
+}
+
 void fg__storage_unref(fg_storage *s)
 {
     if (!s || --s->refcount > 0) return;
+    if (s->external) { /* the owner frees the data; it was never counted */
+        free(s);
+        return;
+    }
     fg__stats_storage(s->device, (int64_t)s->nbytes, -1);
     if (s->device == FG_CPU)
         free(s->data);

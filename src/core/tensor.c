@@ -131,7 +131,8 @@ void fg__contiguous_strides(int ndim, const int64_t *shape, int64_t *stride)
     }
 }
 
-static fg_tensor *tensor_struct(const char *op, int ndim, const int64_t *shape, fg_dtype dt, fg_device dev)
+/* in_scope: registered in the current scope (every tensor but fg__tensor_external's). */
+static fg_tensor *tensor_header(const char *op, int ndim, const int64_t *shape, fg_dtype dt, fg_device dev, bool in_scope)
 {
     fg_tensor *t = calloc(1, sizeof *t);
     if (!t) {
@@ -147,13 +148,18 @@ static fg_tensor *tensor_struct(const char *op, int ndim, const int64_t *shape, 
         t->shape[i] = shape[i];
         t->numel *= shape[i];
     }
-    if (!scope_add(t)) {
+    if (in_scope && !scope_add(t)) {
         free(t);
         fg__err(FG_ERR_OOM, "%s: out of host memory (scope)", op);
         return NULL;
     }
     fg__stats_tensor(1);
     return t;
+}
+
+static fg_tensor *tensor_struct(const char *op, int ndim, const int64_t *shape, fg_dtype dt, fg_device dev)
+{
+    return tensor_header(op, ndim, shape, dt, dev, true);
 }
 
 static bool check_dtype_device(const char *op, fg_dtype dt, fg_device dev)
@@ -209,6 +215,20 @@ fg_tensor *fg__view(const fg_tensor *base, int ndim, const int64_t *shape, const
     t->offset = offset;
     t->storage = base->storage;
     t->storage->refcount++;
+    return t;
+}
+
+fg_tensor *fg__tensor_external(const char *op, void *data, fg_dtype dt, fg_device dev, int ndim, const int64_t *shape,
+                               const int64_t *stride)
+{
+    fg_storage *s = fg__storage_external(dev, data, 0);
+    fg_tensor *t = s ? tensor_header(op, ndim, shape, dt, dev, false) : NULL;
+    if (!t) {
+        fg__storage_unref(s);
+        return NULL;
+    }
+    if (ndim > 0) memcpy(t->stride, stride, (size_t)ndim * sizeof *stride);
+    t->storage = s;
     return t;
 }
 
@@ -268,6 +288,15 @@ fg_tensor *fg_arange(double start, double end, double step, fg_dtype dt, fg_devi
 }
 
 /* ---- properties ---- */
+void *fg_data_ptr(const fg_tensor *t)
+{
+    if (!t) {
+        fg__err_null("fg_data_ptr", "tensor");
+        return NULL;
+    }
+    return fg__data(t);
+}
+
 int fg_ndim(const fg_tensor *t) { return t ? t->ndim : -1; }
 const int64_t *fg_shape(const fg_tensor *t) { return t ? t->shape : NULL; }
 const int64_t *fg_strides(const fg_tensor *t) { return t ? t->stride : NULL; }

@@ -1,14 +1,15 @@
 /* fg_attention: argument and sequence checks, the backend choice and the
  * flash autograd node (CPU in cpu/attention.c, CUDA in kernels/attention_*.cu;
- * saves q, k, v, out and the fp32 LSE, never the probabilities). The math
- * backend is ops/attention_math.c. See include/flashgrad/attention.h for the
- * semantics. */
+ * saves q, k, v, out and the fp32 LSE, never the probabilities), and the flash
+ * forward / backward runs on (B, H, L, D) views shared with the raw-pointer
+ * API (ops/attention_raw.c). The math backend is ops/attention_math.c. See
+ * include/flashgrad/attention.h for the semantics. */
 #include <math.h>
 #include <stdlib.h>
 #include "ops/attention_impl.h"
 
 static const char *OP = "attention";
-enum { MAX_ROWS = 65535 * 64 }; /* rows per sequence the CUDA grids reach */
+enum { MAX_ROWS = FG_ATTN_MAX_ROWS };
 
 /* dtypes and head dims the CUDA flash kernels take. */
 static bool cuda_flash_fits(const fg_tensor *q)
@@ -77,10 +78,20 @@ static bool check_args(fg_tensor *q, fg_tensor *k, fg_tensor *v, const fg_attent
 }
 
 /* ---- sequences (varlen, key padding) ---- */
-static void seqs_free(attn_seqs *s)
+void fg__attn_seqs_free(attn_seqs *s)
 {
     free(s->cu_q); /* one block holds the three arrays */
     *s = (attn_seqs){0};
+}
+
+bool fg__attn_seqs_alloc(const char *op, attn_seqs *s, int64_t n)
+{
+    s->n = n;
+    s->cu_q = malloc(sizeof(int64_t) * (size_t)(3 * n + 2));
+    if (!s->cu_q) return fg__err(FG_ERR_OOM, "%s: out of memory for %lld sequence lengths", op, (long long)n), false;
+    s->cu_k = s->cu_q + n + 1;
+    s->k_len = s->padded ? s->cu_k + n + 1 : NULL;
+    return true;
 }
 
 /* The n entries of a 1-d i32/i64 tensor t (any device) into out. */
@@ -101,20 +112,53 @@ static bool read_lengths(fg_tensor *t, const char *name, int64_t n, int64_t *out
     return true;
 }
 
-/* cu (n + 1 offsets) must run from 0 to total without decreasing. */
-static bool check_offsets(const char *name, const int64_t *cu, int64_t n, int64_t total)
+/* cu (n + 1 offsets) must run from 0 to total without decreasing; total_what
+ * names the total in the message ("the packed tensor has"). */
+static bool check_offsets(const char *op, const char *name, const int64_t *cu, int64_t n, int64_t total,
+                          const char *total_what)
 {
-    if (cu[0] != 0) return fg__err(FG_ERR_INVALID, "%s: %s[0] = %lld; offsets start at 0", OP, name, (long long)cu[0]), false;
+    if (cu[0] != 0) return fg__err(FG_ERR_INVALID, "%s: %s[0] = %lld; offsets start at 0", op, name, (long long)cu[0]), false;
     for (int64_t b = 0; b < n; b++)
         if (cu[b + 1] < cu[b]) {
-            fg__err(FG_ERR_INVALID, "%s: %s[%lld] = %lld is below %s[%lld] = %lld (offsets never decrease)", OP, name,
+            fg__err(FG_ERR_INVALID, "%s: %s[%lld] = %lld is below %s[%lld] = %lld (offsets never decrease)", op, name,
                     (long long)(b + 1), (long long)cu[b + 1], name, (long long)b, (long long)cu[b]);
             return false;
         }
     if (cu[n] != total) {
-        fg__err(FG_ERR_INVALID, "%s: %s[%lld] = %lld but the packed tensor has %lld rows", OP, name, (long long)n,
-                (long long)cu[n], (long long)total);
+        fg__err(FG_ERR_INVALID, "%s: %s[%lld] = %lld but %s %lld rows", op, name, (long long)n, (long long)cu[n],
+                total_what, (long long)total);
         return false;
+    }
+    return true;
+}
+
+bool fg__attn_check_seqs(const char *op, attn_seqs *s, int64_t total_q, int64_t total_k, const char *const total_what[2])
+{
+    const int64_t n = s->n;
+    if (s->varlen) {
+        if (!check_offsets(op, "cu_seqlens_q", s->cu_q, n, total_q, total_what[0]) ||
+            !check_offsets(op, "cu_seqlens_k", s->cu_k, n, total_k, total_what[1]))
+            return false;
+        if (total_q > INT32_MAX || total_k > INT32_MAX) {
+            fg__err(FG_ERR_UNSUPPORTED, "%s: varlen totals beyond 2^31 - 1 rows (q %lld, k %lld)", op,
+                    (long long)total_q, (long long)total_k);
+            return false;
+        }
+    }
+    if (s->padded)
+        for (int64_t b = 0; b < n; b++) {
+            const int64_t nk = s->cu_k[b + 1] - s->cu_k[b];
+            if (s->k_len[b] < 0 || s->k_len[b] > nk) {
+                fg__err(FG_ERR_INVALID, "%s: key_lengths[%lld] = %lld is outside [0, %lld], the keys of sequence %lld",
+                        op, (long long)b, (long long)s->k_len[b], (long long)nk, (long long)b);
+                return false;
+            }
+        }
+    s->max_q = s->max_k = 0;
+    for (int64_t b = 0; b < n; b++) {
+        const int64_t lq = s->cu_q[b + 1] - s->cu_q[b], nk = s->cu_k[b + 1] - s->cu_k[b];
+        if (lq > s->max_q) s->max_q = lq;
+        if (nk > s->max_k) s->max_k = nk;
     }
     return true;
 }
@@ -137,41 +181,17 @@ static bool parse_seqs(fg_tensor *q, fg_tensor *k, const fg_attention_opts *o, a
         fg__err(FG_ERR_SHAPE, "%s: cu_seqlens_q must be 1-d with B + 1 >= 1 entries; got %s", OP, fg_shape_str(cq, b, sizeof b));
         return false;
     }
-    s->n = n;
-    s->cu_q = malloc(sizeof(int64_t) * (size_t)(3 * n + 2));
-    if (!s->cu_q) return fg__err(FG_ERR_OOM, "%s: out of memory for %lld sequence lengths", OP, (long long)n), false;
-    s->cu_k = s->cu_q + n + 1;
-    s->k_len = s->padded ? s->cu_k + n + 1 : NULL;
+    if (!fg__attn_seqs_alloc(OP, s, n)) return false;
     if (s->varlen) {
         if (!read_lengths(o->cu_seqlens_q, "cu_seqlens_q", n + 1, s->cu_q) ||
-            !read_lengths(o->cu_seqlens_k, "cu_seqlens_k", n + 1, s->cu_k) ||
-            !check_offsets("cu_seqlens_q", s->cu_q, n, q->shape[0]) ||
-            !check_offsets("cu_seqlens_k", s->cu_k, n, k->shape[0]))
+            !read_lengths(o->cu_seqlens_k, "cu_seqlens_k", n + 1, s->cu_k))
             goto fail;
-        if (q->shape[0] > INT32_MAX || k->shape[0] > INT32_MAX) {
-            fg__err(FG_ERR_UNSUPPORTED, "%s: varlen totals beyond 2^31 - 1 rows (q %lld, k %lld)", OP,
-                    (long long)q->shape[0], (long long)k->shape[0]);
-            goto fail;
-        }
     } else { /* dense: the offsets only give the lengths */
         for (int64_t b = 0; b <= n; b++) s->cu_q[b] = b * q->shape[2], s->cu_k[b] = b * k->shape[2];
     }
-    if (s->padded) {
-        if (!read_lengths(o->key_lengths, "key_lengths", n, s->k_len)) goto fail;
-        for (int64_t b = 0; b < n; b++) {
-            const int64_t nk = s->cu_k[b + 1] - s->cu_k[b];
-            if (s->k_len[b] < 0 || s->k_len[b] > nk) {
-                fg__err(FG_ERR_INVALID, "%s: key_lengths[%lld] = %lld is outside [0, %lld], the keys of sequence %lld",
-                        OP, (long long)b, (long long)s->k_len[b], (long long)nk, (long long)b);
-                goto fail;
-            }
-        }
-    }
-    for (int64_t b = 0; b < n; b++) {
-        const int64_t lq = s->cu_q[b + 1] - s->cu_q[b], nk = s->cu_k[b + 1] - s->cu_k[b];
-        if (lq > s->max_q) s->max_q = lq;
-        if (nk > s->max_k) s->max_k = nk;
-    }
+    if (s->padded && !read_lengths(o->key_lengths, "key_lengths", n, s->k_len)) goto fail;
+    static const char *const totals[2] = {"the packed tensor has", "the packed tensor has"};
+    if (!fg__attn_check_seqs(OP, s, q->shape[0], k->shape[0], totals)) goto fail;
     if ((o->max_seqlen_q > 0 && o->max_seqlen_q < s->max_q) || (o->max_seqlen_k > 0 && o->max_seqlen_k < s->max_k)) {
         fg__err(FG_ERR_INVALID, "%s: max_seqlen_q = %lld / max_seqlen_k = %lld, but sequences reach %lld / %lld", OP,
                 (long long)o->max_seqlen_q, (long long)o->max_seqlen_k, (long long)s->max_q, (long long)s->max_k);
@@ -179,18 +199,12 @@ static bool parse_seqs(fg_tensor *q, fg_tensor *k, const fg_attention_opts *o, a
     }
     return true;
 fail:
-    seqs_free(s);
+    fg__attn_seqs_free(s);
     return false;
 }
 
-/* How the kernels see the sequences: t (i32, on the data's device) holds
+/* The sequence table of a call: an i32 tensor on the data's device holding
  * cu_q and cu_k (n + 1 each) when varlen, then k_len (n) when padded. */
-typedef struct {
-    bool varlen, padded;
-    int64_t n, max_q, max_k;
-    const fg_tensor *t;
-} seq_arg;
-
 static fg_tensor *seq_tensor(const attn_seqs *s, fg_device dev)
 {
     const int64_t len = (s->varlen ? 2 * (s->n + 1) : 0) + (s->padded ? s->n : 0);
@@ -211,18 +225,19 @@ static fg_tensor *seq_tensor(const attn_seqs *s, fg_device dev)
     return t;
 }
 
-static void seq_ptrs(const seq_arg *a, const int32_t **cu_q, const int32_t **cu_k, const int32_t **k_len)
+/* The kernels' view of the sequences in table t (seq_tensor; NULL when dense without padding). */
+static attn_seq_arg seq_arg_of(bool varlen, bool padded, int64_t n, int64_t max_q, int64_t max_k, const fg_tensor *t)
 {
-    const int32_t *p = a->t ? (const int32_t *)fg__data(a->t) : NULL;
-    *cu_q = a->varlen ? p : NULL;
-    *cu_k = a->varlen ? p + a->n + 1 : NULL;
-    *k_len = a->padded ? p + (a->varlen ? 2 * (a->n + 1) : 0) : NULL;
+    const int32_t *p = t ? (const int32_t *)fg__data(t) : NULL;
+    attn_seq_arg a = {varlen, padded, n, max_q, max_k, NULL, NULL, NULL};
+    if (varlen) a.cu_q = p, a.cu_k = p + n + 1;
+    if (padded) a.k_len = p + (varlen ? 2 * (n + 1) : 0);
+    return a;
 }
 
-static fg_attn_seqs cpu_seqs(const seq_arg *a)
+static fg_attn_seqs cpu_seqs(const attn_seq_arg *a)
 {
-    fg_attn_seqs r = {a->n, NULL, NULL, NULL};
-    seq_ptrs(a, &r.cu_q, &r.cu_k, &r.k_len);
+    fg_attn_seqs r = {a->n, a->cu_q, a->cu_k, a->k_len};
     return r;
 }
 
@@ -239,6 +254,8 @@ static fg_tensor *view4(const fg_tensor *t, bool packed)
 /* The CUDA kernels' view of (q, k, v, o): d contiguous, batch/head/row strides. */
 static void set_strides(int64_t s[3], const fg_tensor *t) { s[0] = t->stride[0], s[1] = t->stride[1], s[2] = t->stride[2]; }
 
+/* The kernels' 16-byte copies: element 0 16-byte aligned and every stride of
+ * a dim that is stepped (size > 1) a multiple of 16 bytes. */
 static bool aligned16(const fg_tensor *t)
 {
     const size_t es = fg_dtype_size(t->dtype);
@@ -250,7 +267,7 @@ static bool aligned16(const fg_tensor *t)
 
 /* q, k, v, o are the (B, H, L, D) views. */
 static fg_k_attn kernel_args(const fg_tensor *q, const fg_tensor *k, const fg_tensor *v, const fg_tensor *o,
-                             double scale, bool causal, const fg_attn_drop *drop, const seq_arg *sa)
+                             const attn_cfg *c, const attn_seq_arg *sa)
 {
     fg_k_attn p = {0};
     p.q = fg__data(q), p.k = fg__data(k), p.v = fg__data(v), p.o = fg__data(o);
@@ -262,15 +279,105 @@ static fg_k_attn kernel_args(const fg_tensor *q, const fg_tensor *k, const fg_te
     if (sa->varlen || sa->padded) {
         p.B = (int)sa->n, p.Lq = (int)sa->max_q, p.Lk = (int)sa->max_k;
         if (sa->varlen) p.lse_s[0] = 0;
-        seq_ptrs(sa, &p.cu_q, &p.cu_k, &p.k_len);
+        p.cu_q = sa->cu_q, p.cu_k = sa->cu_k, p.k_len = sa->k_len;
     }
-    p.scale = (float)scale;
-    p.causal = causal;
-    p.drop_threshold = drop->threshold;
-    p.drop_scale = (float)drop->scale;
-    p.seed = drop->seed, p.rng_offset = drop->offset;
+    p.scale = (float)c->scale;
+    p.causal = c->causal;
+    p.drop_threshold = c->drop.threshold;
+    p.drop_scale = (float)c->drop.scale;
+    p.seed = c->drop.seed, p.rng_offset = c->drop.offset;
     p.vec = aligned16(q) && aligned16(k) && aligned16(v) && aligned16(o);
     return p;
+}
+
+/* Backward arguments: w = q k v o dO dq dk dv views, lse may be NULL (sizing only). */
+static fg_k_attn kernel_args_bwd(fg_tensor *const *w, const fg_tensor *lse, const attn_cfg *c, const attn_seq_arg *sa)
+{
+    fg_k_attn p = kernel_args(w[0], w[1], w[2], w[3], c, sa);
+    p.dout = fg__data(w[4]), p.dq = fg__data(w[5]), p.dk = fg__data(w[6]), p.dv = fg__data(w[7]);
+    p.lse = lse ? fg__data(lse) : NULL;
+    set_strides(p.do_s, w[4]), set_strides(p.dq_s, w[5]), set_strides(p.dk_s, w[6]), set_strides(p.dv_s, w[7]);
+    p.vec = p.vec && aligned16(w[4]) && aligned16(w[5]) && aligned16(w[6]) && aligned16(w[7]);
+    return p;
+}
+
+/* Device scratch of the CUDA backward: the kernels' (fg_k_flash_bwd_scratch),
+ * and at least one element (the zero the empty case copies from). */
+static size_t bwd_scratch(const fg_k_attn *p, bool det)
+{
+#ifdef FG_HAVE_CUDA
+    const size_t b = fg_k_flash_bwd_scratch(p, det);
+#else
+    const size_t b = 0; /* no CUDA data exists in this build */
+    (void)p, (void)det;
+#endif
+    return b < 16 ? 16 : b;
+}
+
+size_t fg__attn_flash_bwd_scratch(fg_tensor *const *w, const attn_cfg *c, const attn_seq_arg *sa)
+{
+    if (w[0]->device == FG_CPU) return 0;
+    const fg_k_attn p = kernel_args_bwd(w, NULL, c, sa);
+    return bwd_scratch(&p, c->deterministic);
+}
+
+/* t = 0 through its strides on `stream`, copying the element at zero. */
+static fg_status zero_fill(const char *op, const fg_tensor *t, const void *zero, void *stream)
+{
+    static const int64_t z[FG_MAX_DIMS] = {0};
+    (void)z, (void)zero;
+    if (t->numel == 0) return FG_OK;
+    return FG_CUDA_CALL(op, fg_k_copy_strided(fg__data(t), (int)t->dtype, t->stride, zero, (int)t->dtype, z, t->ndim,
+                                              t->shape, t->numel, stream));
+}
+
+fg_status fg__attn_flash_bwd(const char *op, fg_tensor *const *w, const fg_tensor *lse, const attn_cfg *c,
+                             const attn_seq_arg *sa, void *stream, void *workspace, size_t workspace_bytes)
+{
+    if (w[0]->device == FG_CPU) {
+        const fg_attn_seqs cs = cpu_seqs(sa);
+        if (!fg_cpu_flash_bwd(w[0], w[1], w[2], w[3], lse, w[4], w[5], w[6], w[7], c->scale, c->causal, &c->drop, &cs))
+            return fg__err(FG_ERR_OOM, "%s backward: out of memory for the fp64 accumulators", op);
+        return FG_OK;
+    }
+    const fg_k_attn p = kernel_args_bwd(w, lse, c, sa);
+    const size_t bytes = bwd_scratch(&p, c->deterministic);
+    /* No rows or no keys: the kernels launch nothing and the gradients are zeros. */
+    const bool empty = p.B == 0 || p.Hq == 0 || p.Lq == 0 || p.Lk == 0;
+    /* Scratch from the caching allocator is ordered on the framework's stream:
+     * a caller's stream joins it around the use. */
+    void *fw = fg__cuda_stream(), *scratch = workspace;
+    const bool own = workspace == NULL, foreign = stream != fw;
+    if (!own && workspace_bytes < bytes)
+        return fg__err(FG_ERR_INVALID, "%s backward: the workspace holds %zu bytes, %zu needed", op, workspace_bytes, bytes);
+    fg_status st = own ? fg__cuda_malloc(&scratch, bytes) : FG_OK;
+    if (st == FG_OK && own && foreign) st = fg__cuda_stream_wait(stream, fw);
+    if (st == FG_OK && empty) {
+        st = FG_CUDA_CALL(op, fg_k_fill(scratch, (int)w[5]->dtype, 1, 0.0, stream));
+        for (int i = 5; i < 8 && st == FG_OK; i++) st = zero_fill(op, w[i], scratch, stream);
+    } else if (st == FG_OK) {
+        st = FG_CUDA_CALL(op, fg_k_flash_bwd(&p, (int)w[0]->dtype, c->deterministic, scratch, bytes, stream));
+    }
+    if (own && scratch) {
+        if (foreign && fg__cuda_stream_wait(fw, stream) != FG_OK) fg__cuda_stream_sync(stream); /* before reuse */
+        fg__cuda_free(scratch, bytes);
+    }
+    return st;
+}
+
+fg_status fg__attn_flash_fwd(const char *op, fg_tensor *const *w, fg_tensor *lse, const attn_cfg *c,
+                             const attn_seq_arg *sa, void *stream)
+{
+    if (w[0]->device == FG_CPU) {
+        const fg_attn_seqs cs = cpu_seqs(sa);
+        if (!fg_cpu_flash_fwd(w[0], w[1], w[2], w[3], lse, c->scale, c->causal, &c->drop, &cs))
+            return fg__err(FG_ERR_OOM, "%s: out of memory for a tile accumulator", op);
+        return FG_OK;
+    }
+    fg_k_attn p = kernel_args(w[0], w[1], w[2], w[3], c, sa);
+    p.lse = fg__data(lse);
+    (void)p; /* unused without CUDA */
+    return FG_CUDA_CALL(op, fg_k_flash_fwd(&p, (int)w[0]->dtype, stream));
 }
 
 /* A view whose last dim is contiguous (the kernels' requirement), or a contiguous copy. */
@@ -294,9 +401,9 @@ static void free_all(int n, fg_tensor **t)
 static fg_status flash_backward(fg_node *n, fg_tensor *const *go, fg_tensor **gi)
 {
     fg_tensor *q = n->saved[0], *k = n->saved[1], *v = n->saved[2], *o = n->saved[3], *lse = n->saved[4];
-    const fg_attn_drop drop = {(uint64_t)n->i[1], (uint64_t)n->i[2], (uint32_t)n->i[3], n->f[1]};
-    const seq_arg sa = {n->i[5] != 0, n->i[6] != 0, n->i[7], n->i[8], n->i[9], n->n_saved > 5 ? n->saved[5] : NULL};
-    const bool causal = n->i[0] != 0;
+    attn_cfg c = {.causal = n->i[0] != 0, .deterministic = n->i[4] != 0, .scale = n->f[0]};
+    c.drop = (fg_attn_drop){(uint64_t)n->i[1], (uint64_t)n->i[2], (uint32_t)n->i[3], n->f[1]};
+    const attn_seq_arg sa = seq_arg_of(n->i[5] != 0, n->i[6] != 0, n->i[7], n->i[8], n->i[9], n->n_saved > 5 ? n->saved[5] : NULL);
     fg_tensor *dq = fg__new(OP, q->ndim, q->shape, q->dtype, q->device);
     fg_tensor *dk = dq ? fg__new(OP, k->ndim, k->shape, k->dtype, k->device) : NULL;
     fg_tensor *dv = dk ? fg__new(OP, v->ndim, v->shape, v->dtype, v->device) : NULL;
@@ -306,36 +413,7 @@ static fg_status flash_backward(fg_node *n, fg_tensor *const *go, fg_tensor **gi
     fg_tensor *src[8] = {q, k, v, o, g, dq, dk, dv};
     bool ok = g != NULL;
     for (int i = 0; ok && i < 8; i++) ok = (w[i] = view4(src[i], sa.varlen)) != NULL;
-    if (!ok) goto fail;
-    if (q->device == FG_CPU) {
-        const fg_attn_seqs cs = cpu_seqs(&sa);
-        if (!fg_cpu_flash_bwd(w[0], w[1], w[2], w[3], lse, w[4], w[5], w[6], w[7], n->f[0], causal, &drop, &cs)) {
-            fg__err(FG_ERR_OOM, "%s backward: out of memory for the fp64 accumulators", OP);
-            goto fail;
-        }
-    } else if (q->numel == 0 || k->numel == 0) { /* nothing to launch: zero gradients */
-        if (fg__cuda_fill(fg__data(dq), dq->dtype, dq->numel, 0) != FG_OK ||
-            fg__cuda_fill(fg__data(dk), dk->dtype, dk->numel, 0) != FG_OK ||
-            fg__cuda_fill(fg__data(dv), dv->dtype, dv->numel, 0) != FG_OK)
-            goto fail;
-    } else {
-        fg_k_attn p = kernel_args(w[0], w[1], w[2], w[3], n->f[0], causal, &drop, &sa);
-        p.dout = fg__data(g), p.dq = fg__data(dq), p.dk = fg__data(dk), p.dv = fg__data(dv);
-        p.lse = fg__data(lse);
-        set_strides(p.do_s, w[4]), set_strides(p.dq_s, w[5]), set_strides(p.dk_s, w[6]), set_strides(p.dv_s, w[7]);
-        p.vec = p.vec && aligned16(w[4]) && aligned16(w[5]) && aligned16(w[6]) && aligned16(w[7]);
-        const int det = n->i[4] != 0;
-#ifdef FG_HAVE_CUDA
-        const size_t bytes = fg_k_flash_bwd_scratch(&p, det);
-#else
-        const size_t bytes = 0; /* unreachable: no CUDA tensor exists in this build */
-#endif
-        void *scratch = NULL;
-        fg_status st = fg__cuda_malloc(&scratch, bytes);
-        if (st == FG_OK) st = FG_CUDA_CALL(OP, fg_k_flash_bwd(&p, (int)q->dtype, det, scratch, bytes, fg__cuda_stream()));
-        if (scratch) fg__cuda_free(scratch, bytes);
-        if (st != FG_OK) goto fail;
-    }
+    if (!ok || fg__attn_flash_bwd(OP, w, lse, &c, &sa, fg__cuda_stream(), NULL, 0) != FG_OK) goto fail;
     free_all(8, w);
     fg__unref(g);
     gi[0] = dq;
@@ -351,27 +429,17 @@ fail:
     return fg_last_status();
 }
 
-/* Forward on the (B, H, L, D) views. */
-static fg_status flash_run(fg_tensor *const *w, fg_tensor *lse, const attn_cfg *c, const seq_arg *sa)
+fg_attn_drop fg__attn_drop_of(double p, uint64_t seed, uint64_t offset)
 {
-    if (w[0]->device == FG_CPU) {
-        const fg_attn_seqs cs = cpu_seqs(sa);
-        if (!fg_cpu_flash_fwd(w[0], w[1], w[2], w[3], lse, c->scale, c->causal, &c->drop, &cs))
-            return fg__err(FG_ERR_OOM, "%s: out of memory for a tile accumulator", OP);
-        return FG_OK;
-    }
-    fg_k_attn p = kernel_args(w[0], w[1], w[2], w[3], c->scale, c->causal, &c->drop, sa);
-    p.lse = fg__data(lse);
-    return FG_CUDA_CALL(OP, fg_k_flash_fwd(&p, (int)w[0]->dtype, fg__cuda_stream()));
+    const double t = floor(p * 4294967296.0);
+    if (!(p > 0) || t < 1) return (fg_attn_drop){0}; /* p below 2^-32 drops nothing */
+    return (fg_attn_drop){seed, offset, (uint32_t)t, 1.0 / (1.0 - p)};
 }
 
 void fg__attn_draw_dropout(attn_cfg *c)
 {
-    const double t = floor(c->dropout_p * 4294967296.0);
-    c->drop = (fg_attn_drop){0};
-    if (c->dropout_p == 0 || t < 1) return; /* p below 2^-32 drops nothing */
-    c->drop.threshold = (uint32_t)t;
-    c->drop.scale = 1.0 / (1.0 - c->dropout_p);
+    c->drop = fg__attn_drop_of(c->dropout_p, 0, 0);
+    if (c->drop.threshold == 0) return;
     c->drop.seed = fg_generator_seed(c->gen);
     c->drop.offset = fg_generator_advance(c->gen, 4);
 }
@@ -395,8 +463,8 @@ static fg_tensor *flash_forward(fg_tensor *q0, fg_tensor *k0, fg_tensor *v0, con
     fg_tensor *src[4] = {q, k, v, out};
     for (int i = 0; i < 4; i++)
         if (!(w[i] = view4(src[i], s->varlen))) goto fail;
-    const seq_arg sa = {s->varlen, s->padded, s->n, s->max_q, s->max_k, seqt};
-    if (flash_run(w, lse, c, &sa) != FG_OK) goto fail;
+    const attn_seq_arg sa = seq_arg_of(s->varlen, s->padded, s->n, s->max_q, s->max_k, seqt);
+    if (fg__attn_flash_fwd(OP, w, lse, c, &sa, fg__cuda_stream()) != FG_OK) goto fail;
     fg_tensor *in[3] = {q0, k0, v0};
     if (fg__any_requires_grad(3, in)) {
         fg_node *node = fg__record(OP, flash_backward, 3, in, 1, &out);
@@ -442,7 +510,7 @@ fg_tensor *fg_attention_lse(fg_tensor *q, fg_tensor *k, fg_tensor *v, const fg_a
                                                               (s.varlen ? s.n : q->shape[0]) * q->shape[1] > INT32_MAX)) {
         fg__err(FG_ERR_UNSUPPORTED, "%s: sizes beyond the CUDA kernels' grid: q %s, k %s (at most %d rows a sequence)",
                 OP, fg_shape_str(q, s1, sizeof s1), fg_shape_str(k, s2, sizeof s2), MAX_ROWS);
-        seqs_free(&s);
+        fg__attn_seqs_free(&s);
         return NULL;
     }
     fg__attn_draw_dropout(&c);
@@ -451,7 +519,7 @@ fg_tensor *fg_attention_lse(fg_tensor *q, fg_tensor *k, fg_tensor *v, const fg_a
     fg_tensor *out = c.backend == FG_ATTN_FLASH || (empty && (q->device == FG_CPU || cuda_flash_fits(q)))
                          ? flash_forward(q, k, v, &c, &s, lse)
                          : fg__attn_math(q, k, v, &c, &s, lse);
-    seqs_free(&s);
+    fg__attn_seqs_free(&s);
     return out;
 }
 
