@@ -16,5 +16,6 @@
 #include <flashgrad/deterministic.h>
 #include <flashgrad/attention.h>
 #include <flashgrad/attention_raw.h>
+#include <flashgrad/params.h>
 
 #endif
