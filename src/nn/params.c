@@ -50,8 +50,10 @@ fg_status fg_params_add(fg_params *p, const char *name, fg_tensor *t, bool decay
         if (!e) return fg__err(FG_ERR_OOM, "%s: out of host memory adding '%s'", OP, name);
         p->e = e, p->cap = cap;
     }
-    char *nm = strdup(name);
+    const size_t len = strlen(name) + 1;
+    char *nm = malloc(len);
     if (!nm) return fg__err(FG_ERR_OOM, "%s: out of host memory adding '%s'", OP, name);
+    memcpy(nm, name, len);
     p->e[p->n++] = (fg_param){nm, fg_retain(t), decay};
     return FG_OK;
 }
