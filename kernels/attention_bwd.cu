@@ -225,6 +225,164 @@ __global__ void __launch_bounds__(KvCfg<T, DP>::NTH) flash_bwd_dkdv(const fg_k_a
     }
 }
 
+// dK/dV for bf16/f16 D 64 and 128, FlashAttention-2's backward layout: a
+// block of 8 warps owns 128 keys and steps over 64 query rows at a time. The
+// score side splits the 128 x 64 tile 4 x 2 over the warps (32 keys x 32
+// queries: each fragment read feeds two products) and leaves P^T z and dS^T in
+// shared memory; the gradient side splits dK and dV 4 x 2 (32 keys x D / 2
+// dims a warp), so the accumulators fit beside the score tiles.
+template <typename T, int DP> struct Kv2Cfg {
+    static constexpr int NTH = 256, BK = 128, BQ = 64, DW = DP / 2;
+    static constexpr int ST = Tile<T, DP>::ST;
+    static constexpr int PST = BQ + Tile<T, DP>::CH; // row stride of P^T / dS^T (BK, BQ)
+    static constexpr size_t SMEM = sizeof(T) * (ST * (2 * BK + 4 * BQ) + 2 * BK * PST) + sizeof(float) * 4 * BQ;
+};
+
+template <typename T, int DP, bool ATOMIC_DQ>
+__global__ void __launch_bounds__(256) flash_bwd_dkdv2(const fg_k_attn p, const float *dsum, float *dq_acc)
+{
+    using M = Mma<T>;
+    using C = Kv2Cfg<T, DP>;
+    constexpr int BK = C::BK, BQ = C::BQ, DW = C::DW, ST = C::ST, PST = C::PST, NTH = C::NTH;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    T *Ks = reinterpret_cast<T *>(smem_raw); // (BK, DP)
+    T *Vs = Ks + BK * ST;                    // (BK, DP)
+    T *Qs = Vs + BK * ST;                    // 2 x (BQ, DP)
+    T *dOs = Qs + 2 * BQ * ST;               // 2 x (BQ, DP)
+    T *Ps = dOs + 2 * BQ * ST;               // (BK, BQ): P^T z
+    T *dSs = Ps + BK * PST;                  // (BK, BQ): dS^T
+    float *lse_s = reinterpret_cast<float *>(dSs + BK * PST); // 2 x BQ, log2 domain
+    float *dsum_s = lse_s + 2 * BQ;                           // 2 x BQ
+
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int bhk = blockIdx.x, b = bhk / p.Hkv, hk = bhk % p.Hkv, G = p.Hq / p.Hkv;
+    const int j0 = (gridDim.y - 1 - blockIdx.y) * BK;
+    const Seq sq(p, b);
+    if (j0 >= sq.nk) return; // a shorter sequence of a varlen batch
+    const T *kg = rows_of<T>(p.k, p.k_s, b, hk, sq.k0), *vg = rows_of<T>(p.v, p.v_s, b, hk, sq.k0);
+    load_tile<T, BK, DP, NTH>(Ks, kg, p.k_s[2], j0, sq.lk, p.D, p.vec); // padded keys read as zeros
+    load_tile<T, BK, DP, NTH>(Vs, vg, p.v_s[2], j0, sq.lk, p.D, p.vec);
+
+    // query rows that can see key j0: i >= j0 - (lk - lq) when causal; none past lk
+    const int istart = sq.causal ? min(max(j0 - (sq.lk - sq.lq), 0), sq.lq) : 0;
+    const int ib0 = istart / BQ, nib = (sq.lq + BQ - 1) / BQ - ib0, total = j0 < sq.lk ? G * nib : 0;
+
+    auto issue = [&](int it, int buf) {
+        const int h = hk * G + it / nib, i0 = (ib0 + it % nib) * BQ;
+        const int64_t l0 = sq.lse0(p, b, h);
+        load_tile<T, BQ, DP, NTH>(Qs + buf * BQ * ST, rows_of<T>(p.q, p.q_s, b, h, sq.q0), p.q_s[2], i0, sq.lq, p.D,
+                                  p.vec);
+        load_tile<T, BQ, DP, NTH>(dOs + buf * BQ * ST, rows_of<T>(p.dout, p.do_s, b, h, sq.q0), p.do_s[2], i0, sq.lq,
+                                  p.D, p.vec);
+        for (int r = threadIdx.x; r < BQ; r += NTH) {
+            const bool in = i0 + r < sq.lq;
+            lse_s[buf * BQ + r] = in ? p.lse[l0 + i0 + r] * LOG2E : INFINITY; // P = 0 past lq
+            dsum_s[buf * BQ + r] = in ? dsum[l0 + i0 + r] : 0.f;
+        }
+    };
+    if (total > 0) issue(0, 0);
+    cp_commit();
+
+    const int wk = (warp & 3) * 32;  // the warp's 32 keys (both sides)
+    const int wq = (warp >> 2) * 32; // its 32 queries on the score side
+    const int wd = (warp >> 2) * DW; // its dims on the gradient side
+    const float sl2 = p.scale * LOG2E;
+    float dk[2][DW / 8][4], dv[2][DW / 8][4];
+#pragma unroll
+    for (int m = 0; m < 2; m++) {
+        zero(dk[m]);
+        zero(dv[m]);
+    }
+
+    for (int it = 0; it < total; it++) {
+        const int buf = it & 1;
+        if (it + 1 < total) {
+            issue(it + 1, buf ^ 1);
+            cp_commit();
+            cp_wait<1>();
+        } else {
+            cp_wait<0>();
+        }
+        __syncthreads();
+        const int h = hk * G + it / nib, i0 = (ib0 + it % nib) * BQ, bh = b * p.Hq + h;
+        const T *Qb = Qs + buf * BQ * ST, *dOb = dOs + buf * BQ * ST;
+        const float *lse_b = lse_s + buf * BQ, *dsum_b = dsum_s + buf * BQ;
+        const Dropout drop(p, bh);
+
+        // S^T = K Q^T and dP^T = V dO^T (32 keys x 32 queries a warp)
+        float st[2][4][4], dp[2][4][4];
+#pragma unroll
+        for (int m = 0; m < 2; m++) {
+            zero(st[m]);
+            zero(dp[m]);
+        }
+        mma_ss<T, 2, DP / 16, 2>(st, Ks, ST, wk, Qb + wq * ST, ST);
+        mma_ss<T, 2, DP / 16, 2>(dp, Vs, ST, wk, dOb + wq * ST, ST);
+        // P^T z and dS^T = P^T (dP^T z / (1 - p) - dsum) into shared memory
+        const bool edge = j0 + BK > sq.lk || (sq.causal && j0 + BK > sq.key_end(i0));
+#pragma unroll
+        for (int m = 0; m < 2; m++)
+#pragma unroll
+            for (int n = 0; n < 4; n++) {
+                const int ka = j0 + wk + 16 * m + g;
+                float z[4] = {1.f, 1.f, 1.f, 1.f};
+                if (drop.on) drop.quad(i0 + wq + n * 8 + 2 * t, ka, ka + 8, z);
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int qc = wq + n * 8 + 2 * t + (e & 1), key = ka + (e < 2 ? 0 : 8);
+                    const bool vis = !edge || key < sq.key_end(i0 + qc);
+                    const float pr = vis ? ex2(st[m][n][e] * sl2 - lse_b[qc]) : 0.f;
+                    st[m][n][e] = pr * z[e];
+                    dp[m][n][e] = pr * (dp[m][n][e] * z[e] * drop.scale - dsum_b[qc]);
+                }
+                st_cfrag(Ps, PST, wk + 16 * m, wq + n * 8, st[m][n]);
+                st_cfrag(dSs, PST, wk + 16 * m, wq + n * 8, dp[m][n]);
+            }
+        __syncthreads();
+        // dV += (P z)^T dO, dK += dS^T Q (32 keys x D / 2 a warp, k over the 64 queries)
+        mma_ss_bt<T, 2, BQ / 16, DW / 16>(dv, Ps, PST, wk, dOb, ST, wd);
+        mma_ss_bt<T, 2, BQ / 16, DW / 16>(dk, dSs, PST, wk, Qb, ST, wd);
+        if constexpr (ATOMIC_DQ) {
+            // dQ (BQ x DP) += dS K in fp32 atomics: 16 queries x D / 2 a warp
+            const int qr = (warp & 3) * 16;
+            float dq[DW / 8][4];
+            zero(dq);
+#pragma unroll
+            for (int kk = 0; kk < BK / 16; kk++) {
+                typename M::A a;
+                M::ldAt(a, dSs, PST, qr, kk * 16);
+#pragma unroll
+                for (int nn = 0; nn < DW / 16; nn++) {
+                    typename M::B b0, b1;
+                    M::ldB2t(b0, b1, Ks, ST, wd + nn * 16, kk * 16);
+                    M::mma(dq[2 * nn], a, b0);
+                    M::mma(dq[2 * nn + 1], a, b1);
+                }
+            }
+            const int qa = i0 + qr + g;
+            float *dst = dq_acc + (sq.lse0(p, b, h) + qa) * p.D;
+#pragma unroll
+            for (int n = 0; n < DW / 8; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int d = wd + n * 8 + 2 * t + (e & 1), row = e < 2 ? 0 : 8;
+                    if (qa + row < sq.lq && d < p.D) atomicAdd(dst + row * p.D + d, dq[n][e]);
+                }
+        }
+        __syncthreads(); // the next step overwrites P^T, dS^T and this buffer
+    }
+    cp_wait<0>();
+
+    // dK (times scale) and dV (times 1 / (1 - p)) straight from the fragments
+    const float vs = p.drop_threshold ? p.drop_scale : 1.f;
+    T *dkg = rows_of<T>(p.dk, p.dk_s, b, hk, sq.k0), *dvg = rows_of<T>(p.dv, p.dv_s, b, hk, sq.k0);
+#pragma unroll
+    for (int m = 0; m < 2; m++) {
+        store_frag<T, DW / 8>(dk[m], p.scale, dkg, p.dk_s[2], j0 + wk + 16 * m, wd, sq.nk, p.D);
+        store_frag<T, DW / 8>(dv[m], vs, dvg, p.dv_s[2], j0 + wk + 16 * m, wd, sq.nk, p.D);
+    }
+}
+
 template <typename T, int DP> struct QCfg {
     static constexpr int BR = 64; // query rows per block
     static constexpr int BC = DP * sizeof(T) <= 256 ? 64 : DP * sizeof(T) <= 512 ? 32 : 16;
@@ -300,6 +458,28 @@ template <typename T, int DP> __global__ void __launch_bounds__(NT) flash_bwd_dq
                        rows_of<T>(p.dq, p.dq_s, b, h, sq.q0), p.dq_s[2], i0 + warp * 16, sq.lq, p.D, p.vec);
 }
 
+// dK/dV (and the atomic dQ): the split kernel for bf16/f16 D 64 and 128, else flash_bwd_dkdv.
+template <typename T, int DP> constexpr bool use_split() { return sizeof(T) == 2 && (DP == 64 || DP == 128); }
+
+template <typename T, int DP, bool ATOMIC>
+cudaError_t launch_dkdv(const fg_k_attn &p, float *dsum, float *dq_acc, cudaStream_t st)
+{
+    if constexpr (use_split<T, DP>()) {
+        using KC = Kv2Cfg<T, DP>;
+        static const cudaError_t a = allow_smem(flash_bwd_dkdv2<T, DP, ATOMIC>, KC::SMEM);
+        if (a != cudaSuccess) return a;
+        const dim3 grid(static_cast<unsigned>(p.B * p.Hkv), static_cast<unsigned>((p.Lk + KC::BK - 1) / KC::BK));
+        flash_bwd_dkdv2<T, DP, ATOMIC><<<grid, KC::NTH, KC::SMEM, st>>>(p, dsum, dq_acc);
+    } else {
+        using KC = KvCfg<T, DP>;
+        static const cudaError_t a = allow_smem(flash_bwd_dkdv<T, DP, ATOMIC>, KC::SMEM);
+        if (a != cudaSuccess) return a;
+        const dim3 grid(static_cast<unsigned>(p.B * p.Hkv), static_cast<unsigned>((p.Lk + KC::BK - 1) / KC::BK));
+        flash_bwd_dkdv<T, DP, ATOMIC><<<grid, KC::NTH, KC::SMEM, st>>>(p, dsum, dq_acc);
+    }
+    return cudaGetLastError();
+}
+
 template <typename T, int DP>
 cudaError_t launch_bwd(const fg_k_attn &p, bool det, float *dsum, float *dq_acc, cudaStream_t st)
 {
@@ -307,13 +487,8 @@ cudaError_t launch_bwd(const fg_k_attn &p, bool det, float *dsum, float *dq_acc,
     flash_bwd_pre<T><<<rgrid, NT, 0, st>>>(p, dsum);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
-    using KC = KvCfg<T, DP>;
-    const dim3 kgrid(static_cast<unsigned>(p.B * p.Hkv), static_cast<unsigned>((p.Lk + KC::BK - 1) / KC::BK));
     if (det) {
-        static const cudaError_t a1 = allow_smem(flash_bwd_dkdv<T, DP, false>, KC::SMEM);
-        if (a1 != cudaSuccess) return a1;
-        flash_bwd_dkdv<T, DP, false><<<kgrid, KC::NTH, KC::SMEM, st>>>(p, dsum, nullptr);
-        if ((e = cudaGetLastError()) != cudaSuccess) return e;
+        if ((e = launch_dkdv<T, DP, false>(p, dsum, nullptr, st)) != cudaSuccess) return e;
         using QC = QCfg<T, DP>;
         static const cudaError_t a2 = allow_smem(flash_bwd_dq<T, DP>, QC::SMEM);
         if (a2 != cudaSuccess) return a2;
@@ -323,10 +498,7 @@ cudaError_t launch_bwd(const fg_k_attn &p, bool det, float *dsum, float *dq_acc,
     }
     if ((e = cudaMemsetAsync(dq_acc, 0, sizeof(float) * static_cast<size_t>(p.lse_n) * p.D, st)) != cudaSuccess)
         return e;
-    static const cudaError_t a3 = allow_smem(flash_bwd_dkdv<T, DP, true>, KC::SMEM);
-    if (a3 != cudaSuccess) return a3;
-    flash_bwd_dkdv<T, DP, true><<<kgrid, KC::NTH, KC::SMEM, st>>>(p, dsum, dq_acc);
-    if ((e = cudaGetLastError()) != cudaSuccess) return e;
+    if ((e = launch_dkdv<T, DP, true>(p, dsum, dq_acc, st)) != cudaSuccess) return e;
     flash_bwd_dq_convert<T><<<rgrid, NT, 0, st>>>(p, dq_acc);
     return cudaGetLastError();
 }

@@ -325,6 +325,47 @@ __device__ __forceinline__ void mma_rs(float (&c)[2 * NB][4], const float (&pc)[
                          reinterpret_cast<const float(&)[1][2 * KB][4]>(pc), Bs, bst, n0);
 }
 
+// c (16 MT x 16 NB) += A B with A from shared memory as in mma_ss and B
+// stored as Bs[k][n], columns from n0 (e.g. dV += P^T dO with P^T in shared memory).
+template <typename T, int MT, int KB, int NB>
+__device__ __forceinline__ void mma_ss_bt(float (&c)[MT][2 * NB][4], const T *As, int ast, int r0, const T *Bs,
+                                          int bst, int n0)
+{
+    using M = Mma<T>;
+#pragma unroll
+    for (int kk = 0; kk < KB; kk++) {
+        typename M::A a[MT];
+#pragma unroll
+        for (int m = 0; m < MT; m++) M::ldA(a[m], As, ast, r0 + 16 * m, kk * 16);
+#pragma unroll
+        for (int nn = 0; nn < NB; nn++) {
+            typename M::B b0, b1;
+            M::ldB2t(b0, b1, Bs, bst, n0 + nn * 16, kk * 16);
+#pragma unroll
+            for (int m = 0; m < MT; m++) {
+                M::mma(c[m][2 * nn], a[m], b0);
+                M::mma(c[m][2 * nn + 1], a[m], b1);
+            }
+        }
+    }
+}
+
+// A 16 x 8 N accumulator tile (rows row0 + g, + 8; columns col0 + 8n + 2t, + 1)
+// times sc straight to global memory: rows >= nrows and columns >= D skipped.
+template <typename T, int N>
+__device__ __forceinline__ void store_frag(const float (&acc)[N][4], float sc, T *g, int64_t ld, int row0, int col0,
+                                           int nrows, int D)
+{
+    const int l = threadIdx.x & 31, gr = l >> 2, t = l & 3;
+#pragma unroll
+    for (int n = 0; n < N; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int row = row0 + gr + (e < 2 ? 0 : 8), col = col0 + n * 8 + 2 * t + (e & 1);
+            if (row < nrows && col < D) put(g[row * ld + col], acc[n][e] * sc);
+        }
+}
+
 // A warp's 16 x DP accumulator, rows g scaled by sa and rows g + 8 by sb,
 // staged through the warp's own 16 rows s (row stride Tile::ST) and stored to
 // rows [row0, row0 + 16) of g (see store_rows16).
