@@ -1,10 +1,13 @@
 // Flash-attention backward on tensor cores (FlashAttention-2's schedule):
 //  1. pre:  dsum_i = rowsum(dO_i * O_i) (fp32), one warp per row.
-//  2. dkdv: a block owns 64-128 keys of one KV head (KvCfg: 16 or 32 per
-//     warp, 4 or 8 warps; K and V in shared memory) and walks every query block of every query head of its
-//     GQA group, recomputing P^T = exp(S^T - LSE) from the saved LSE:
+//  2. dK/dV: a block owns a range of keys of one KV head (K and V in shared
+//     memory) and walks every query block of every query head of its GQA
+//     group, recomputing P^T = exp(S^T - LSE) from the saved LSE:
 //       dV += P^T dO,  dP^T = V dO^T,  dS^T = P^T (dP^T - dsum),  dK += dS^T Q
 //     with dK/dV in registers: no atomics, the group reduced in the block.
+//     flash_bwd_dkdv2 (bf16/f16, D 64 and 128): 8 warps, 128 keys, 64 query
+//     rows a step, P^T and dS^T through shared memory; flash_bwd_dkdv
+//     (others): 4 warps of 16 keys, 16-32 rows a step, all in registers.
 //     Unless deterministic, dQ += dS K is added there too, in fp32 atomics
 //     into an accumulator that 3. converts.
 //  4. dq (deterministic): a block owns 64 query rows and walks the key
@@ -45,13 +48,11 @@ template <typename T> __global__ void __launch_bounds__(NT) flash_bwd_dq_convert
 }
 
 template <typename T, int DP> struct KvCfg {
-    // bf16/f16 D 128: 8 warps of 16 keys (each query block read, and each dQ
-    // row added atomically, once per 128 keys: 109 -> 125 TFLOP/s on an H200);
-    // otherwise 4 warps of 16 keys (8 warps cost D 64 its occupancy)
-    // 16-key tiles per warp: 2 for D 64 was slower on an H200 (255 registers,
-    // 8 warps an SM against 12 with 1 tile), so 1 everywhere for now
-    static constexpr int MT = 1;
-    static constexpr int NW = sizeof(T) == 2 && DP == 128 ? 8 : 4, NTH = 32 * NW;
+    // f32, and head dims other than 64 / 128 (bf16/f16 D64 / D128 take
+    // flash_bwd_dkdv2): 4 warps of 16 keys. 32 keys a warp (MT 2) was slower
+    // for bf16 D64 on an H200 (255 registers, 8 warps an SM against 12).
+    static constexpr int MT = 1; // 16-key tiles per warp
+    static constexpr int NW = 4, NTH = 32 * NW;
     static constexpr int BK = 16 * MT * NW;                    // keys per block
     static constexpr int BQ = DP * sizeof(T) <= 512 ? 32 : 16; // query rows per step
     static constexpr int ST = Tile<T, DP>::ST;
