@@ -24,7 +24,9 @@ void fg_params_free(fg_params *p)
     if (!p) return;
     for (int64_t i = 0; i < p->n; i++) {
         free((char *)p->e[i].name);
-        fg_free(p->e[i].t);
+        /* Our fg_retain reference only: fg_free would also take the tensor out
+         * of its scope, releasing the scope's reference and leaking ours. */
+        fg__unref(p->e[i].t);
     }
     free(p->e);
     free(p);
@@ -38,6 +40,10 @@ fg_status fg_params_add(fg_params *p, const char *name, fg_tensor *t, bool decay
     if (!*name) return fg__err(FG_ERR_INVALID, "%s: empty parameter name", OP);
     if (!fg_dtype_is_float(t->dtype))
         return fg__err(FG_ERR_DTYPE, "%s: '%s' is %s; parameters are floating point", OP, name, fg_dtype_name(t->dtype));
+    /* fg_backward accumulates gradients into leaves only: a computed tensor would never get one. */
+    if (t->grad_fn)
+        return fg__err(FG_ERR_INVALID, "%s: '%s' is the output of '%s', not a leaf (fg_detach it, or register the leaf)",
+                       OP, name, t->grad_fn->name);
     for (int64_t i = 0; i < p->n; i++) {
         if (!strcmp(p->e[i].name, name)) return fg__err(FG_ERR_INVALID, "%s: '%s' is registered twice", OP, name);
         if (p->e[i].t == t)
