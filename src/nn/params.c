@@ -4,10 +4,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include "internal.h"
+#include "nn/multi_tensor.h"
 
 struct fg_params {
     fg_param *e;
     int64_t n, cap;
+    fg__mt_table grads; /* fg_clip_grad_norm's chunk table of the CUDA gradients */
 };
 
 static const char *OP = "params";
@@ -29,8 +31,11 @@ void fg_params_free(fg_params *p)
         fg__unref(p->e[i].t);
     }
     free(p->e);
+    fg__mt_release(&p->grads);
     free(p);
 }
+
+fg__mt_table *fg__params_mt_table(fg_params *p) { return &p->grads; }
 
 fg_status fg_params_add(fg_params *p, const char *name, fg_tensor *t, bool decay)
 {
