@@ -10,7 +10,8 @@
  * division), the CPU in double, and both round each stored value to f32, so
  * a step differs by an ulp or two of the stored values: rtol 2e-6 (16 ulps)
  * plus atol 1e-6 max|ref| for elements near zero (cancellation in m). The
- * norm is summed in double on both sides, in different orders: 1e-12. */
+ * norm is summed in double on both sides, in different orders (positive
+ * terms: at most ~n ulps apart, in practice ~sqrt(n)): 1e-11. */
 #include <stdio.h>
 #include "cudatest.h"
 
@@ -234,7 +235,7 @@ START_TEST(mixed_devices)
         double nc, nm;
         ck_assert_int_eq(fg_clip_grad_norm(rc, 5.0, &nc), FG_OK);
         ck_assert_int_eq(fg_clip_grad_norm(rm, 5.0, &nm), FG_OK);
-        ck_close(nm, nc, 1e-12 * nc);
+        ck_close(nm, nc, 1e-11 * nc);
         ck_assert_int_eq(fg_optimizer_step(oc), FG_OK);
         ck_assert_int_eq(fg_optimizer_step(om), FG_OK);
         for (int i = 0; i < 2; i++) ck_close_rel(pm[i], pc[i], 2e-6, i ? "mixed b (cpu)" : "mixed w (cuda)");
@@ -256,7 +257,7 @@ START_TEST(clip_matches_cpu)
     /* measure only, then clip hard, then a no-op above the (new) norm */
     ck_assert_int_eq(fg_clip_grad_norm(P.cpu, INFINITY, &nc), FG_OK);
     ck_assert_msg(fg_clip_grad_norm(P.dev, INFINITY, &nd) == FG_OK, "%s", fg_last_error());
-    ck_close(nd, nc, 1e-12 * nc);
+    ck_close(nd, nc, 1e-11 * nc);
     ck_assert(nc > 1.0);
     const double maxes[3] = {0.5, 0.25, 1e3};
     for (int k = 0; k < 3; k++) {
@@ -266,7 +267,7 @@ START_TEST(clip_matches_cpu)
         ck_assert_int_eq(fg_clip_grad_norm(P.dev, maxes[k], &nd), FG_OK);
         ck_assert_int_eq(fg_cuda_get_memory_stats(&m1), FG_OK);
         ck_assert_int_eq(m1.n_host_syncs - m0.n_host_syncs, 1); /* reading the norm; the table is cached */
-        ck_close(nd, nc, 1e-12 * nc);
+        ck_close(nd, nc, 1e-11 * nc);
         for (int i = 0; i < P.n; i++) {
             if (!fg_grad(P.pc[i])) continue;
             char buf[64];
