@@ -56,5 +56,6 @@ int fg_k_copy_strided(void *dst, int dst_dtype, const int64_t *dst_stride, const
 #include "k_index.h"
 #include "k_random.h"
 #include "k_attention.h"
+#include "k_optim.h"
 
 #endif

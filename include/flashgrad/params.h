@@ -29,7 +29,8 @@ fg_params *fg_params_new(void);
 /* Releases the entries' references and the registry (NULL is fine). */
 void fg_params_free(fg_params *p);
 /* Appends (name, t); errors: NULL arguments, an empty or duplicate name, a
- * tensor already registered, a non-float tensor. */
+ * tensor already registered, a non-float tensor, a tensor that is not a leaf
+ * (the output of a recorded op: fg_backward never fills its gradient). */
 fg_status fg_params_add(fg_params *p, const char *name, fg_tensor *t, bool decay);
 int64_t fg_params_count(const fg_params *p);
 /* Entry i (0 <= i < count), NULL (error set) outside. */

@@ -4,10 +4,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include "internal.h"
+#include "nn/multi_tensor.h"
 
 struct fg_params {
     fg_param *e;
     int64_t n, cap;
+    fg__mt_table grads; /* fg_clip_grad_norm's chunk table of the CUDA gradients */
 };
 
 static const char *OP = "params";
@@ -24,11 +26,16 @@ void fg_params_free(fg_params *p)
     if (!p) return;
     for (int64_t i = 0; i < p->n; i++) {
         free((char *)p->e[i].name);
-        fg_free(p->e[i].t);
+        /* Our fg_retain reference only: fg_free would also take the tensor out
+         * of its scope, releasing the scope's reference and leaking ours. */
+        fg__unref(p->e[i].t);
     }
     free(p->e);
+    fg__mt_release(&p->grads);
     free(p);
 }
+
+fg__mt_table *fg__params_mt_table(fg_params *p) { return &p->grads; }
 
 fg_status fg_params_add(fg_params *p, const char *name, fg_tensor *t, bool decay)
 {
@@ -38,6 +45,10 @@ fg_status fg_params_add(fg_params *p, const char *name, fg_tensor *t, bool decay
     if (!*name) return fg__err(FG_ERR_INVALID, "%s: empty parameter name", OP);
     if (!fg_dtype_is_float(t->dtype))
         return fg__err(FG_ERR_DTYPE, "%s: '%s' is %s; parameters are floating point", OP, name, fg_dtype_name(t->dtype));
+    /* fg_backward accumulates gradients into leaves only: a computed tensor would never get one. */
+    if (t->grad_fn)
+        return fg__err(FG_ERR_INVALID, "%s: '%s' is the output of '%s', not a leaf (fg_detach it, or register the leaf)",
+                       OP, name, t->grad_fn->name);
     for (int64_t i = 0; i < p->n; i++) {
         if (!strcmp(p->e[i].name, name)) return fg__err(FG_ERR_INVALID, "%s: '%s' is registered twice", OP, name);
         if (p->e[i].t == t)
