@@ -18,5 +18,6 @@
 #include <flashgrad/attention_raw.h>
 #include <flashgrad/params.h>
 #include <flashgrad/nn.h>
+#include <flashgrad/gpt.h>
 
 #endif
