@@ -458,6 +458,133 @@ START_TEST(test_block)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- expert attention */
+
+/* y (rows, out) = x (rows, in) @ w + b */
+static void ref_linear(const fg_nn_linear *l, const double *x, int64_t rows, double *y)
+{
+    double *w = host(l->weight), *b = l->bias ? host(l->bias) : NULL;
+    const int64_t in = l->in_features, out = l->out_features;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < out; j++) {
+            double acc = b ? b[j] : 0;
+            for (int64_t i = 0; i < in; i++) acc += x[r * in + i] * w[i * out + j];
+            y[r * out + j] = acc;
+        }
+    free(w), free(b);
+}
+
+/* Plain-C cross-attention: query (B, Lq, dq), memory (B or 1, Lkv, dm). */
+static void ref_expert_attention(const fg_nn_expert_attention *l, const double *query, const double *mem, int64_t B,
+                                 int64_t Lq, int64_t Lkv, bool shared, double *out)
+{
+    const int64_t Hq = l->cfg.n_query_heads, Hkv = l->cfg.n_kv_heads, D = l->cfg.head_dim;
+    const int64_t Bm = shared ? 1 : B;
+    double *q = malloc((size_t)(B * Lq * Hq * D) * sizeof *q), *k = malloc((size_t)(Bm * Lkv * Hkv * D) * sizeof *k);
+    double *v = malloc((size_t)(Bm * Lkv * Hkv * D) * sizeof *v), *y = malloc((size_t)(B * Lq * Hq * D) * sizeof *y);
+    double *p = malloc((size_t)Lkv * sizeof *p);
+    ref_linear(&l->q_proj, query, B * Lq, q);
+    ref_linear(&l->k_proj, mem, Bm * Lkv, k);
+    ref_linear(&l->v_proj, mem, Bm * Lkv, v);
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < Hq; h++)
+            for (int64_t i = 0; i < Lq; i++) {
+                const int64_t g = h / (Hq / Hkv), bm = shared ? 0 : b;
+                double mx = -INFINITY, z = 0;
+                for (int64_t j = 0; j < Lkv; j++) {
+                    double sc = 0;
+                    for (int64_t d = 0; d < D; d++)
+                        sc += q[((b * Lq + i) * Hq + h) * D + d] * k[((bm * Lkv + j) * Hkv + g) * D + d];
+                    p[j] = sc / sqrt((double)D);
+                    mx = fmax(mx, p[j]);
+                }
+                for (int64_t j = 0; j < Lkv; j++) z += (p[j] = exp(p[j] - mx));
+                for (int64_t d = 0; d < D; d++) {
+                    double acc = 0;
+                    for (int64_t j = 0; j < Lkv; j++) acc += p[j] / z * v[((bm * Lkv + j) * Hkv + g) * D + d];
+                    y[((b * Lq + i) * Hq + h) * D + d] = acc;
+                }
+            }
+    ref_linear(&l->out_proj, y, B * Lq, out);
+    free(q), free(k), free(v), free(y), free(p);
+}
+
+typedef struct {
+    fg_nn_expert_attention *l;
+    bool with_memory;
+} xattn_ctx;
+
+static fg_tensor *f_xattn(fg_tensor *const *in, void *ctx)
+{
+    xattn_ctx *c = ctx;
+    return fg_nn_expert_attention_forward(c->l, in[0], c->with_memory ? in[1] : NULL, false, NULL);
+}
+
+START_TEST(test_expert_attention)
+{
+    BEGIN;
+    /* defaults: 12 query heads, 4 KV heads; learned memory of 3 slots (Lkv 3 != Lq 5) */
+    fg_nn_expert_attention l;
+    fg_nn_expert_attention_config cfg = {.d_query = 24, .n_memory = 3, .bias = true};
+    ck_assert_int_eq(fg_nn_expert_attention_init(&l, &cfg, gen, CPU, F64), FG_OK);
+    ck_assert(l.cfg.n_query_heads == 12 && l.cfg.n_kv_heads == 4 && l.cfg.head_dim == 2 && l.cfg.d_out == 24);
+    ck_shape(l.q_proj.weight, 2, (int64_t[]){24, 24});
+    ck_shape(l.k_proj.weight, 2, (int64_t[]){24, 8});
+    ck_shape(l.memory, 2, (int64_t[]){3, 24});
+    fg_tensor *x = rand_param(gen, FG_SHAPE(2, 5, 24), -1, 1);
+    double *xv = host(x), *mv = host(l.memory), *want = malloc(2 * 5 * 24 * sizeof *want);
+    ref_expert_attention(&l, xv, mv, 2, 5, 3, true, want);
+    fg_tensor *y = fg_nn_expert_attention_forward(&l, x, NULL, false, NULL);
+    ck_shape(y, 3, (int64_t[]){2, 5, 24});
+    ck_tensor_values(y, want, 2 * 5 * 24, 1e-12);
+    free(xv), free(mv), free(want);
+    xattn_ctx c = {&l, false};
+    ck_gradcheck(f_xattn, &c, 10,
+                 (fg_tensor *[]){x, l.memory, l.q_proj.weight, l.q_proj.bias, l.k_proj.weight, l.k_proj.bias,
+                                 l.v_proj.weight, l.v_proj.bias, l.out_proj.weight, l.out_proj.bias});
+    fg_params *reg = fg_params_new();
+    ck_assert_int_eq(fg_nn_expert_attention_params(&l, "router_attn", reg), FG_OK);
+    ck_assert_int_eq(fg_params_count(reg), 9);
+    ck_param(reg, 0, "router_attn.q_proj.weight", l.q_proj.weight, true);
+    ck_param(reg, 6, "router_attn.out_proj.weight", l.out_proj.weight, true);
+    ck_param(reg, 8, "router_attn.memory", l.memory, false);
+    fg_params_free(reg);
+    fg_nn_expert_attention_free(&l);
+
+    /* a memory sequence given per batch row (Lkv 7), other widths, 6q/2kv, head_dim 3 */
+    cfg = (fg_nn_expert_attention_config){.d_query = 4, .d_memory = 5, .n_query_heads = 6, .n_kv_heads = 2,
+                                          .head_dim = 3, .d_out = 2};
+    ck_assert_int_eq(fg_nn_expert_attention_init(&l, &cfg, gen, CPU, F64), FG_OK);
+    ck_assert_ptr_null(l.memory);
+    x = rand_param(gen, FG_SHAPE(2, 4, 4), -1, 1);
+    for (int shared = 0; shared < 2; shared++) {
+        fg_tensor *mem = shared ? rand_param(gen, FG_SHAPE(7, 5), -1, 1) : rand_param(gen, FG_SHAPE(2, 7, 5), -1, 1);
+        double *q = host(x), *m = host(mem), *w = malloc(2 * 4 * 2 * sizeof *w);
+        ref_expert_attention(&l, q, m, 2, 4, 7, shared, w);
+        ck_tensor_values(fg_nn_expert_attention_forward(&l, x, mem, false, NULL), w, 16, 1e-12);
+        free(q), free(m), free(w);
+        c = (xattn_ctx){&l, true};
+        ck_gradcheck(f_xattn, &c, 4, (fg_tensor *[]){x, mem, l.k_proj.weight, l.out_proj.weight});
+    }
+    fg_clear_error();
+    ck_assert_ptr_null(fg_nn_expert_attention_forward(&l, x, NULL, false, NULL));
+    ck_err(FG_ERR_NULL, "no memory", NULL);
+    ck_assert_ptr_null(fg_nn_expert_attention_forward(&l, x, fg_zeros(FG_SHAPE(3, 7, 5), F64, CPU), false, NULL));
+    ck_err(FG_ERR_SHAPE, "different batch sizes", NULL);
+    ck_assert_ptr_null(fg_nn_expert_attention_forward(&l, x, fg_zeros(FG_SHAPE(7, 4), F64, CPU), false, NULL));
+    ck_err(FG_ERR_SHAPE, "expected last dim 5", NULL);
+    fg_nn_expert_attention_free(&l);
+
+    cfg = (fg_nn_expert_attention_config){.d_query = 20}; /* 20 % 12 */
+    ck_assert_int_eq(fg_nn_expert_attention_init(&l, &cfg, gen, CPU, F64), FG_ERR_INVALID);
+    ck_err(FG_ERR_INVALID, "not a multiple of n_query_heads 12", NULL);
+    cfg = (fg_nn_expert_attention_config){.d_query = 24, .n_kv_heads = 5};
+    ck_assert_int_eq(fg_nn_expert_attention_init(&l, &cfg, gen, CPU, F64), FG_ERR_INVALID);
+    ck_err(FG_ERR_INVALID, "n_query_heads 12 is not a multiple of n_kv_heads 5", NULL);
+    END;
+}
+END_TEST
+
 static Suite *nn_layers_suite(void)
 {
     Suite *s = suite_create("nn_layers");
@@ -472,6 +599,7 @@ static Suite *nn_layers_suite(void)
     tcase_add_test(tc, test_attention_layer);
     tcase_add_test(tc, test_attention_names_dropout_errors);
     tcase_add_test(tc, test_block);
+    tcase_add_test(tc, test_expert_attention);
     suite_add_tcase(s, tc);
     return s;
 }

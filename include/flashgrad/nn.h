@@ -191,6 +191,43 @@ fg_tensor *fg_nn_block_forward_cached(const fg_nn_block *b, fg_tensor *x, fg_nn_
 fg_status fg_nn_block_params(const fg_nn_block *b, const char *prefix, fg_params *reg);
 void fg_nn_block_free(fg_nn_block *b);
 
+/* ---- GQA cross-attention onto a memory sequence ("expert attention") ------ */
+/* Queries from a token sequence (B, Lq, d_query) attend, not causally, over a
+ * memory sequence of another length (Lkv != Lq allowed) with fewer key/value
+ * heads than query heads (GQA). The memory is either given to forward or, when
+ * n_memory > 0, a learned (n_memory, d_memory) parameter of the layer (e.g.
+ * one embedding per expert: the MoE layer's attention router, flashgrad/moe.h). */
+typedef struct {
+    int64_t d_query;       /* width of the query sequence */
+    int64_t d_memory;      /* width of the memory (0: d_query) */
+    int64_t n_query_heads; /* 0: 12 */
+    int64_t n_kv_heads;    /* 0: 4; n_query_heads % n_kv_heads == 0 */
+    int64_t head_dim;      /* 0: d_query / n_query_heads (which must divide) */
+    int64_t d_out;         /* width of the output (0: d_query) */
+    int64_t n_memory;      /* > 0: learned memory slots; 0: forward gets the memory */
+    bool bias;             /* biases in the four projections */
+    double dropout;        /* on the attention probabilities, when training */
+    fg_nn_init init;       /* proj_init_std applies to out_proj; the memory is
+                            * N(0, init_std), N(0, 1) when init_std is 0 */
+} fg_nn_expert_attention_config;
+typedef struct {
+    fg_nn_expert_attention_config cfg; /* defaults filled in */
+    fg_nn_linear q_proj;   /* (d_query, Hq D) */
+    fg_nn_linear k_proj;   /* (d_memory, Hkv D) */
+    fg_nn_linear v_proj;   /* (d_memory, Hkv D) */
+    fg_nn_linear out_proj; /* (Hq D, d_out) */
+    fg_tensor *memory;     /* (n_memory, d_memory) or NULL */
+} fg_nn_expert_attention;
+fg_status fg_nn_expert_attention_init(fg_nn_expert_attention *l, const fg_nn_expert_attention_config *cfg,
+                                      fg_generator *g, fg_device dev, fg_dtype dt);
+/* query (B, Lq, d_query); memory (B, Lkv, d_memory), (Lkv, d_memory) shared by
+ * the batch, or NULL for the learned memory -> (B, Lq, d_out). */
+fg_tensor *fg_nn_expert_attention_forward(const fg_nn_expert_attention *l, fg_tensor *query, fg_tensor *memory,
+                                          bool training, fg_generator *gen);
+/* prefix.{q_proj, k_proj, v_proj, out_proj}.*, prefix.memory (no decay) */
+fg_status fg_nn_expert_attention_params(const fg_nn_expert_attention *l, const char *prefix, fg_params *reg);
+void fg_nn_expert_attention_free(fg_nn_expert_attention *l);
+
 #ifdef __cplusplus
 }
 #endif
