@@ -19,5 +19,6 @@
 #include <flashgrad/params.h>
 #include <flashgrad/nn.h>
 #include <flashgrad/gpt.h>
+#include <flashgrad/moe.h>
 
 #endif
