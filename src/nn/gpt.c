@@ -76,9 +76,9 @@ static bool check_ids(const char *what, const fg_gpt *m, const fg_tensor *idx, i
 /* tok + pos embeddings of idx (B, T) at positions pos0.. : (B, T, C) */
 static fg_tensor *embed(const fg_gpt *m, fg_tensor *idx, int64_t pos0)
 {
-    const int64_t T = fg_size(idx, 1);
-    fg_tensor *pos = fg_arange((double)pos0, (double)(pos0 + T), 1, FG_I64, fg_device_of(idx)); /* (T) */
-    return fg_add(fg_nn_embedding_forward(&m->wte, idx), fg_nn_embedding_forward(&m->wpe, pos)); /* (B, T, C) */
+    /* positions pos0.. are rows pos0.. of wpe: a view, no index tensor to upload (no host sync on the GPU) */
+    fg_tensor *pe = fg_narrow(m->wpe.weight, 0, pos0, fg_size(idx, 1));  /* (T, C) */
+    return fg_add(fg_nn_embedding_forward(&m->wte, idx), pe);            /* (B, T, C) */
 }
 
 /* ln_f, then the tied head: x @ wte^T, (B, T, V) in the parameters' dtype */
