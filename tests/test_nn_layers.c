@@ -585,6 +585,66 @@ START_TEST(test_expert_attention)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- NULL arguments */
+
+START_TEST(test_null_arguments)
+{
+    BEGIN;
+    fg_tensor *x = fg_zeros(FG_SHAPE(1, 2, 4), F64, CPU);
+    fg_params *reg = fg_params_new();
+    ck_assert_int_eq(fg_nn_linear_init(NULL, 2, 2, true, gen, CPU, F64), FG_ERR_NULL);
+    ck_assert_int_eq(fg_nn_embedding_init(NULL, 2, 2, gen, CPU, F64), FG_ERR_NULL);
+    ck_assert_int_eq(fg_nn_layernorm_init(NULL, 2, true, 0, CPU, F64), FG_ERR_NULL);
+    ck_assert_int_eq(fg_nn_rmsnorm_init(NULL, 2, 0, CPU, F64), FG_ERR_NULL);
+    ck_assert_int_eq(fg_nn_dropout_init(NULL, 0.1), FG_ERR_NULL);
+    ck_assert_int_eq(fg_nn_mlp_init(NULL, 2, 0, true, 0, NULL, gen, CPU, F64), FG_ERR_NULL);
+    ck_assert_int_eq(fg_nn_block_init(NULL, NULL, gen, CPU, F64), FG_ERR_NULL);
+    ck_assert_int_eq(fg_nn_expert_attention_init(NULL, NULL, gen, CPU, F64), FG_ERR_NULL);
+    fg_clear_error();
+    ck_assert_ptr_null(fg_nn_linear_forward(NULL, x));
+    ck_assert_ptr_null(fg_nn_embedding_forward(NULL, x));
+    ck_assert_ptr_null(fg_nn_norm_forward(NULL, x));
+    ck_assert_ptr_null(fg_nn_dropout_forward(NULL, x, true, gen));
+    ck_assert_ptr_null(fg_nn_mlp_forward(NULL, x, true, gen));
+    ck_assert_ptr_null(fg_nn_attention_forward(NULL, x, true, gen));
+    ck_assert_ptr_null(fg_nn_attention_forward_cached(NULL, x, NULL));
+    ck_assert_ptr_null(fg_nn_block_forward(NULL, x, true, gen));
+    ck_assert_ptr_null(fg_nn_block_forward_cached(NULL, x, NULL));
+    ck_assert_ptr_null(fg_nn_expert_attention_forward(NULL, x, NULL, true, gen));
+    ck_assert_int_eq(fg_nn_linear_params(NULL, "a", reg), FG_ERR_NULL);
+    ck_assert_int_eq(fg_nn_block_params(NULL, "a", reg), FG_ERR_NULL);
+    fg_nn_linear_free(NULL), fg_nn_embedding_free(NULL), fg_nn_norm_free(NULL), fg_nn_mlp_free(NULL);
+    fg_nn_attention_free(NULL), fg_nn_block_free(NULL), fg_nn_expert_attention_free(NULL), fg_nn_kv_cache_free(NULL);
+    /* a NULL registry, an over-long prefix */
+    fg_nn_linear l;
+    ck_assert_int_eq(fg_nn_linear_init(&l, 2, 2, false, gen, CPU, F64), FG_OK);
+    ck_assert_int_eq(fg_nn_linear_params(&l, "p", NULL), FG_ERR_NULL);
+    char longp[400];
+    memset(longp, 'a', sizeof longp - 1), longp[sizeof longp - 1] = 0;
+    ck_assert_int_eq(fg_nn_linear_params(&l, longp, reg), FG_ERR_INVALID);
+    ck_err(FG_ERR_INVALID, "longer than", NULL);
+    ck_assert_int_eq(fg_params_count(reg), 0);
+    /* an uninitialised (zeroed) layer */
+    fg_nn_linear z = {0};
+    fg_clear_error();
+    ck_assert_ptr_null(fg_nn_linear_forward(&z, x));
+    ck_err(FG_ERR_STATE, "not initialised", NULL);
+    ck_assert_int_eq(fg_nn_linear_params(&z, "z", reg), FG_ERR_STATE);
+    /* bad sizes and dtypes */
+    ck_assert_int_eq(fg_nn_linear_init(&z, 0, 2, false, gen, CPU, F64), FG_ERR_INVALID);
+    ck_err(FG_ERR_INVALID, "fg_nn_linear", "positive");
+    fg_nn_embedding e;
+    ck_assert_int_eq(fg_nn_embedding_init(&e, 3, -1, gen, CPU, F64), FG_ERR_INVALID);
+    ck_assert_ptr_null(e.weight);
+    ck_assert_int_eq(fg_nn_linear_init(&z, 2, 2, false, gen, CPU, FG_I32), FG_ERR_DTYPE);
+    ck_err(FG_ERR_DTYPE, "floating-point", "i32");
+    ck_assert_int_eq(fg_nn_linear_init(&z, 2, 2, false, gen, (fg_device)7, F64), FG_ERR_DEVICE);
+    fg_nn_linear_free(&l);
+    fg_params_free(reg);
+    END;
+}
+END_TEST
+
 static Suite *nn_layers_suite(void)
 {
     Suite *s = suite_create("nn_layers");
@@ -600,6 +660,7 @@ static Suite *nn_layers_suite(void)
     tcase_add_test(tc, test_attention_names_dropout_errors);
     tcase_add_test(tc, test_block);
     tcase_add_test(tc, test_expert_attention);
+    tcase_add_test(tc, test_null_arguments);
     suite_add_tcase(s, tc);
     return s;
 }
