@@ -162,10 +162,19 @@ START_TEST(test_moe_capacity_overflow)
     double v[8];
     read_f64(y, v, 8);
     for (int i = 2; i < 8; i++) ck_assert(v[i] == 0);
-    /* residual pass-through of the dropped tokens */
+    /* residual pass-through of the dropped tokens (below) */
     double r[8];
     read_f64(fg_add(x, y), r, 8);
     for (int i = 2; i < 8; i++) ck_assert(r[i] == HX[i]);
+    fg_nn_moe_free(&m);
+    /* capacity = ceil(1.1 * 25 * 2 / 5) = 11 exactly (in doubles the product is 11.000000000000002) */
+    fg_nn_moe_config c5 = {.n_embd = 2, .n_expert = 5, .top_k = 2, .expert_hidden = 2, .capacity_factor = 1.1};
+    ck_assert_int_eq(fg_nn_moe_init(&m, &c5, gen, CPU, F64), FG_OK);
+    ck_assert_ptr_nonnull(fg_nn_moe_forward(&m, fg_randn(gen, FG_SHAPE(25, 2), F64, CPU), false, NULL, NULL));
+    ck_assert_int_eq(m.capacity, 11);
+    int64_t total = m.n_dropped;
+    for (int e = 0; e < 5; e++) total += m.load[e], ck_assert(m.load[e] <= 11);
+    ck_assert_int_eq(total, 50);
     fg_nn_moe_free(&m);
     END;
 }

@@ -22,8 +22,8 @@ extern "C" {
  *          top_k 2: g_ti = p_t[e_ti] / (p_t[e_t1] + p_t[e_t2]) (they sum to 1)
  *   y_t = sum over the KEPT slots i of g_ti * MLP_{e_ti}(x_t)
  *
- * Capacity: each expert takes at most capacity = ceil(capacity_factor N top_k
- * / E) slots (capacity_factor <= 0: no limit). Slots are granted in priority
+ * Capacity: each expert takes at most capacity = min(N, ceil(capacity_factor
+ * N top_k / E)) slots (capacity_factor <= 0: no limit, i.e. N). Slots are granted in priority
  * order: every token's first choice in token order, then every token's second
  * choice in token order. A slot beyond its expert's capacity is dropped
  * (overflow): it contributes nothing, and the gates of the token's other slot

@@ -90,7 +90,8 @@ static fg_status route(fg_nn_moe *m, const int64_t *choice, int64_t N, int64_t *
     const double cf = m->cfg.capacity_factor;
     int64_t cap = N; /* an expert appears at most once per token */
     if (cf > 0) {
-        const double c = ceil(cf * (double)N * (double)k / (double)E);
+        /* the slack keeps exact products (1.25 * 8 * 2 / 4 = 5) from rounding up to 6 */
+        const double c = ceil(cf * (double)N * (double)k / (double)E * (1 - 1e-12));
         cap = c < (double)N ? (int64_t)c : N;
     }
     int64_t *fill = calloc((size_t)E, sizeof *fill);
