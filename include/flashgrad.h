@@ -18,5 +18,8 @@
 #include <flashgrad/attention_raw.h>
 #include <flashgrad/params.h>
 #include <flashgrad/optim.h>
+#include <flashgrad/nn.h>
+#include <flashgrad/gpt.h>
+#include <flashgrad/moe.h>
 
 #endif
