@@ -24,7 +24,9 @@ void fg_params_free(fg_params *p)
     if (!p) return;
     for (int64_t i = 0; i < p->n; i++) {
         free((char *)p->e[i].name);
-        fg_free(p->e[i].t);
+        /* The registry's own reference (fg_retain): fg_free would drop the
+         * owning scope's reference instead and leak the tensor. */
+        fg__unref(p->e[i].t);
     }
     free(p->e);
     free(p);
