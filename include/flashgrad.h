@@ -17,5 +17,6 @@
 #include <flashgrad/attention.h>
 #include <flashgrad/attention_raw.h>
 #include <flashgrad/params.h>
+#include <flashgrad/checkpoint.h>
 
 #endif
