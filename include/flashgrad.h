@@ -21,5 +21,6 @@
 #include <flashgrad/nn.h>
 #include <flashgrad/gpt.h>
 #include <flashgrad/moe.h>
+#include <flashgrad/checkpoint.h>
 
 #endif

@@ -407,7 +407,7 @@ START_TEST(test_status_names)
         {FG_ERR_SHAPE, "FG_ERR_SHAPE"}, {FG_ERR_DTYPE, "FG_ERR_DTYPE"}, {FG_ERR_DEVICE, "FG_ERR_DEVICE"},
         {FG_ERR_DIM, "FG_ERR_DIM"}, {FG_ERR_INDEX, "FG_ERR_INDEX"}, {FG_ERR_OVERFLOW, "FG_ERR_OVERFLOW"},
         {FG_ERR_OOM, "FG_ERR_OOM"}, {FG_ERR_STATE, "FG_ERR_STATE"}, {FG_ERR_UNSUPPORTED, "FG_ERR_UNSUPPORTED"},
-        {FG_ERR_CUDA, "FG_ERR_CUDA"}, {FG_ERR_IO, "FG_ERR_IO"},
+        {FG_ERR_CUDA, "FG_ERR_CUDA"}, {FG_ERR_IO, "FG_ERR_IO"}, {FG_ERR_FORMAT, "FG_ERR_FORMAT"},
     };
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) ck_assert_str_eq(fg_status_name(names[i].s), names[i].name);
     ck_assert_str_eq(fg_status_name((fg_status)999), "FG_ERR_UNKNOWN");

@@ -25,7 +25,8 @@ typedef enum {
     FG_ERR_STATE,       /* call not valid in the current state (scope, autograd) */
     FG_ERR_UNSUPPORTED, /* combination not implemented in this build */
     FG_ERR_CUDA,        /* CUDA runtime / cuBLAS / cuRAND failure */
-    FG_ERR_IO           /* file input/output */
+    FG_ERR_IO,          /* file input/output: open, read, write, rename failed */
+    FG_ERR_FORMAT       /* a file's contents are malformed or truncated (checkpoints) */
 } fg_status;
 
 const char *fg_status_name(fg_status s);

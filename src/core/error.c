@@ -22,6 +22,7 @@ const char *fg_status_name(fg_status s)
     case FG_ERR_UNSUPPORTED: return "FG_ERR_UNSUPPORTED";
     case FG_ERR_CUDA: return "FG_ERR_CUDA";
     case FG_ERR_IO: return "FG_ERR_IO";
+    case FG_ERR_FORMAT: return "FG_ERR_FORMAT";
     }
     return "FG_ERR_UNKNOWN";
 }
