@@ -43,6 +43,24 @@ static fg_tensor *dropout_factors(const fg_tensor *q, int64_t Lk, const fg_attn_
     return h;
 }
 
+/* Ends the inner scope sc, moving out (and lse) back into the caller's scope
+ * as if made there; NULL and nothing kept when either is missing. */
+static fg_tensor *scope_result(fg_scope *sc, fg_tensor *out, fg_tensor *lse, fg_tensor **lse_out)
+{
+    if (out) out = fg_keep(out);
+    if (lse) lse = fg_keep(lse);
+    fg_scope_end(sc);
+    out = fg__adopt(out);
+    lse = fg__adopt(lse);
+    if (!out || (lse_out && !lse)) {
+        fg_free(out);
+        fg_free(lse);
+        return NULL;
+    }
+    if (lse_out) *lse_out = lse;
+    return out;
+}
+
 /* One dense problem: q (B, Hq, Lq, D), k and v (B, Hkv, Lk, D), Lk >= 1. */
 static fg_tensor *math_dense(fg_tensor *q, fg_tensor *k, fg_tensor *v, const attn_cfg *c, fg_tensor **lse_out)
 {
@@ -89,19 +107,7 @@ static fg_tensor *math_dense(fg_tensor *q, fg_tensor *k, fg_tensor *v, const att
         fg_set_grad_enabled(prev);
         if (!lse) out = NULL;
     }
-    if (out) out = fg_keep(out);
-    if (lse) lse = fg_keep(lse);
-    fg_scope_end(sc);
-    /* back into the caller's scope, as if made there */
-    out = fg__adopt(out);
-    lse = fg__adopt(lse);
-    if (!out || (lse_out && !lse)) {
-        fg_free(out);
-        fg_free(lse);
-        return NULL;
-    }
-    if (lse_out) *lse_out = lse;
-    return out;
+    return scope_result(sc, out, lse, lse_out);
 }
 
 /* Sequence b alone: out (1, Hq, lq, D) and its LSE (1, Hq, lq). */
@@ -158,16 +164,5 @@ fg_tensor *fg__attn_math(fg_tensor *q, fg_tensor *k, fg_tensor *v, attn_cfg *c, 
         if (lse_out) lse = fg_zeros(FG_SHAPE(q->shape[1], 0), fg__attn_lse_dtype(q), q->device);
     }
     free(outs);
-    if (out) out = fg_keep(out);
-    if (lse) lse = fg_keep(lse);
-    fg_scope_end(sc);
-    out = fg__adopt(out);
-    lse = fg__adopt(lse);
-    if (!out || (lse_out && !lse)) {
-        fg_free(out);
-        fg_free(lse);
-        return NULL;
-    }
-    if (lse_out) *lse_out = lse;
-    return out;
+    return scope_result(sc, out, lse, lse_out);
 }
