@@ -47,6 +47,63 @@ template <typename T> __global__ void __launch_bounds__(NT) flash_bwd_dq_convert
     for (int idx = threadIdx.x; idx < n; idx += NT) put(dq[(idx / p.D) * p.dq_s[2] + idx % p.D], a[idx] * p.scale);
 }
 
+// The query side a dK/dV block walks: every query block (BQ rows) of every
+// head of the key head's GQA group that can see the block's keys [j0, j0 + BK),
+// double-buffered in shared memory: Q, dO, the LSE (log2 domain; +inf past
+// lq, so P = 0 there) and dsum. Step it is head head(it), rows from row0(it).
+template <typename T, int BQ, int DP, int NTH> struct QStream {
+    const fg_k_attn &p;
+    const Seq &sq;
+    const float *dsum;
+    T *Qs, *dOs;
+    float *lse_s, *dsum_s;
+    int b, hk, G, ib0, nib, total;
+
+    __device__ __forceinline__ QStream(const fg_k_attn &p_, const Seq &sq_, int b_, int hk_, int j0, const float *dsum_, T *Qs_, T *dOs_, float *lse_, float *dsum_s_)
+        : p(p_), sq(sq_), dsum(dsum_), Qs(Qs_), dOs(dOs_), lse_s(lse_), dsum_s(dsum_s_), b(b_), hk(hk_),
+          G(p_.Hq / p_.Hkv)
+    {
+        // query rows that can see key j0: i >= j0 - (lk - lq) when causal; none past lk
+        const int istart = sq.causal ? min(max(j0 - (sq.lk - sq.lq), 0), sq.lq) : 0;
+        ib0 = istart / BQ;
+        nib = (sq.lq + BQ - 1) / BQ - ib0;
+        total = j0 < sq.lk ? G * nib : 0;
+        if (total > 0) issue(0, 0);
+        cp_commit();
+    }
+    __device__ __forceinline__ int head(int it) const { return hk * G + it / nib; }
+    __device__ __forceinline__ int row0(int it) const { return (ib0 + it % nib) * BQ; }
+    __device__ __forceinline__ void issue(int it, int buf) const
+    {
+        constexpr int ST = Tile<T, DP>::ST;
+        const int h = head(it), i0 = row0(it);
+        const int64_t l0 = sq.lse0(p, b, h);
+        load_tile<T, BQ, DP, NTH>(Qs + buf * BQ * ST, rows_of<T>(p.q, p.q_s, b, h, sq.q0), p.q_s[2], i0, sq.lq, p.D,
+                                  p.vec);
+        load_tile<T, BQ, DP, NTH>(dOs + buf * BQ * ST, rows_of<T>(p.dout, p.do_s, b, h, sq.q0), p.do_s[2], i0, sq.lq,
+                                  p.D, p.vec);
+        for (int r = threadIdx.x; r < BQ; r += NTH) {
+            const bool in = i0 + r < sq.lq;
+            lse_s[buf * BQ + r] = in ? p.lse[l0 + i0 + r] * LOG2E : INFINITY;
+            dsum_s[buf * BQ + r] = in ? dsum[l0 + i0 + r] : 0.f;
+        }
+    }
+    // Prefetches step it + 1, waits for step it (block-wide) and returns its buffer.
+    __device__ __forceinline__ int wait(int it) const
+    {
+        const int buf = it & 1;
+        if (it + 1 < total) {
+            issue(it + 1, buf ^ 1);
+            cp_commit();
+            cp_wait<1>();
+        } else {
+            cp_wait<0>();
+        }
+        __syncthreads();
+        return buf;
+    }
+};
+
 template <typename T, int DP> struct KvCfg {
     // f32, and head dims other than 64 / 128 (bf16/f16 D64 / D128 take
     // flash_bwd_dkdv2): 4 warps of 16 keys. 32 keys a warp (MT 2) was slower
@@ -79,7 +136,7 @@ __global__ void __launch_bounds__(KvCfg<T, DP>::NTH) flash_bwd_dkdv(const fg_k_a
     float *dsum_s = lse_s + 2 * BQ;                            // 2 x BQ
 
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const int bhk = blockIdx.x, b = bhk / p.Hkv, hk = bhk % p.Hkv, G = p.Hq / p.Hkv;
+    const int bhk = blockIdx.x, b = bhk / p.Hkv, hk = bhk % p.Hkv;
     const int j0 = (gridDim.y - 1 - blockIdx.y) * BK;
     const Seq sq(p, b);
     if (j0 >= sq.nk) return; // a shorter sequence of a varlen batch
@@ -87,25 +144,7 @@ __global__ void __launch_bounds__(KvCfg<T, DP>::NTH) flash_bwd_dkdv(const fg_k_a
     load_tile<T, BK, DP, NTH>(Ks, kg, p.k_s[2], j0, sq.lk, p.D, p.vec); // padded keys read as zeros
     load_tile<T, BK, DP, NTH>(Vs, vg, p.v_s[2], j0, sq.lk, p.D, p.vec);
 
-    // query rows that can see key j0: i >= j0 - (lk - lq) when causal; none past lk
-    const int istart = sq.causal ? min(max(j0 - (sq.lk - sq.lq), 0), sq.lq) : 0;
-    const int ib0 = istart / BQ, nib = (sq.lq + BQ - 1) / BQ - ib0, total = j0 < sq.lk ? G * nib : 0;
-
-    auto issue = [&](int it, int buf) {
-        const int h = hk * G + it / nib, i0 = (ib0 + it % nib) * BQ;
-        const int64_t l0 = sq.lse0(p, b, h);
-        load_tile<T, BQ, DP, NTH>(Qs + buf * BQ * ST, rows_of<T>(p.q, p.q_s, b, h, sq.q0), p.q_s[2], i0, sq.lq, p.D,
-                                  p.vec);
-        load_tile<T, BQ, DP, NTH>(dOs + buf * BQ * ST, rows_of<T>(p.dout, p.do_s, b, h, sq.q0), p.do_s[2], i0, sq.lq,
-                                  p.D, p.vec);
-        for (int r = threadIdx.x; r < BQ; r += NTH) {
-            const bool in = i0 + r < sq.lq;
-            lse_s[buf * BQ + r] = in ? p.lse[l0 + i0 + r] * LOG2E : INFINITY; // P = 0 past lq
-            dsum_s[buf * BQ + r] = in ? dsum[l0 + i0 + r] : 0.f;
-        }
-    };
-    if (total > 0) issue(0, 0);
-    cp_commit();
+    const QStream<T, BQ, DP, NTH> qs(p, sq, b, hk, j0, dsum, Qs, dOs, lse_s, dsum_s);
 
     const int wk = warp * 16 * MT; // the warp's first key in the block
     const float sl2 = p.scale * LOG2E;
@@ -116,17 +155,9 @@ __global__ void __launch_bounds__(KvCfg<T, DP>::NTH) flash_bwd_dkdv(const fg_k_a
         zero(dv[m]);
     }
 
-    for (int it = 0; it < total; it++) {
-        const int buf = it & 1;
-        if (it + 1 < total) {
-            issue(it + 1, buf ^ 1);
-            cp_commit();
-            cp_wait<1>();
-        } else {
-            cp_wait<0>();
-        }
-        __syncthreads();
-        const int h = hk * G + it / nib, i0 = (ib0 + it % nib) * BQ, bh = b * p.Hq + h;
+    for (int it = 0; it < qs.total; it++) {
+        const int buf = qs.wait(it);
+        const int h = qs.head(it), i0 = qs.row0(it), bh = b * p.Hq + h;
         const T *Qb = Qs + buf * BQ * ST, *dOb = dOs + buf * BQ * ST;
         const float *lse_b = lse_s + buf * BQ, *dsum_b = dsum_s + buf * BQ;
         const Dropout drop(p, bh);
@@ -256,7 +287,7 @@ __global__ void __launch_bounds__(256) flash_bwd_dkdv2(const fg_k_attn p, const 
     float *dsum_s = lse_s + 2 * BQ;                           // 2 x BQ
 
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const int bhk = blockIdx.x, b = bhk / p.Hkv, hk = bhk % p.Hkv, G = p.Hq / p.Hkv;
+    const int bhk = blockIdx.x, b = bhk / p.Hkv, hk = bhk % p.Hkv;
     const int j0 = (gridDim.y - 1 - blockIdx.y) * BK;
     const Seq sq(p, b);
     if (j0 >= sq.nk) return; // a shorter sequence of a varlen batch
@@ -264,25 +295,7 @@ __global__ void __launch_bounds__(256) flash_bwd_dkdv2(const fg_k_attn p, const 
     load_tile<T, BK, DP, NTH>(Ks, kg, p.k_s[2], j0, sq.lk, p.D, p.vec); // padded keys read as zeros
     load_tile<T, BK, DP, NTH>(Vs, vg, p.v_s[2], j0, sq.lk, p.D, p.vec);
 
-    // query rows that can see key j0: i >= j0 - (lk - lq) when causal; none past lk
-    const int istart = sq.causal ? min(max(j0 - (sq.lk - sq.lq), 0), sq.lq) : 0;
-    const int ib0 = istart / BQ, nib = (sq.lq + BQ - 1) / BQ - ib0, total = j0 < sq.lk ? G * nib : 0;
-
-    auto issue = [&](int it, int buf) {
-        const int h = hk * G + it / nib, i0 = (ib0 + it % nib) * BQ;
-        const int64_t l0 = sq.lse0(p, b, h);
-        load_tile<T, BQ, DP, NTH>(Qs + buf * BQ * ST, rows_of<T>(p.q, p.q_s, b, h, sq.q0), p.q_s[2], i0, sq.lq, p.D,
-                                  p.vec);
-        load_tile<T, BQ, DP, NTH>(dOs + buf * BQ * ST, rows_of<T>(p.dout, p.do_s, b, h, sq.q0), p.do_s[2], i0, sq.lq,
-                                  p.D, p.vec);
-        for (int r = threadIdx.x; r < BQ; r += NTH) {
-            const bool in = i0 + r < sq.lq;
-            lse_s[buf * BQ + r] = in ? p.lse[l0 + i0 + r] * LOG2E : INFINITY; // P = 0 past lq
-            dsum_s[buf * BQ + r] = in ? dsum[l0 + i0 + r] : 0.f;
-        }
-    };
-    if (total > 0) issue(0, 0);
-    cp_commit();
+    const QStream<T, BQ, DP, NTH> qs(p, sq, b, hk, j0, dsum, Qs, dOs, lse_s, dsum_s);
 
     const int wk = (warp & 3) * 32;  // the warp's 32 keys (both sides)
     const int wq = (warp >> 2) * 32; // its 32 queries on the score side
@@ -295,17 +308,9 @@ __global__ void __launch_bounds__(256) flash_bwd_dkdv2(const fg_k_attn p, const 
         zero(dv[m]);
     }
 
-    for (int it = 0; it < total; it++) {
-        const int buf = it & 1;
-        if (it + 1 < total) {
-            issue(it + 1, buf ^ 1);
-            cp_commit();
-            cp_wait<1>();
-        } else {
-            cp_wait<0>();
-        }
-        __syncthreads();
-        const int h = hk * G + it / nib, i0 = (ib0 + it % nib) * BQ, bh = b * p.Hq + h;
+    for (int it = 0; it < qs.total; it++) {
+        const int buf = qs.wait(it);
+        const int h = qs.head(it), i0 = qs.row0(it), bh = b * p.Hq + h;
         const T *Qb = Qs + buf * BQ * ST, *dOb = dOs + buf * BQ * ST;
         const float *lse_b = lse_s + buf * BQ, *dsum_b = dsum_s + buf * BQ;
         const Dropout drop(p, bh);
