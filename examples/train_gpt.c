@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 #include <flashgrad.h>
 #include "train_gpt.h"
 
@@ -352,7 +353,6 @@ static void fmt_duration(char *b, size_t n, double s)
     else snprintf(b, n, "%ld:%02ld", t / 60, t % 60);
 }
 
-
 static volatile sig_atomic_t interrupted = 0;
 static void on_sigint(int sig)
 {
@@ -363,6 +363,7 @@ static void on_sigint(int sig)
 /* ---- main ----------------------------------------------------------------------- */
 int main(int argc, char **argv)
 {
+    const double t_start = now_s();
     run R = {.c = defaults()}, *r = &R;
     config *c = &r->c;
     int rc = parse_args(argc, argv, c);
@@ -389,6 +390,18 @@ int main(int argc, char **argv)
         return 2;
     }
     if (c->resume) tg_resume_notes(c, c->resume);
+    if (c->save) { /* fail now, not at the first evaluation */
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s", c->save);
+        char *slash = strrchr(dir, '/');
+        if (slash) *(slash == dir ? slash + 1 : slash) = 0;
+        else snprintf(dir, sizeof dir, ".");
+        if (!*c->save || access(dir, W_OK) != 0) {
+            fprintf(stderr, PROG ": --save %s: cannot write to directory %s: %s\n", c->save, dir,
+                    *c->save ? strerror(errno) : "empty path");
+            return 2;
+        }
+    }
     r->dev = strcmp(c->device, "cuda") ? FG_CPU : FG_CUDA;
     if (r->dev == FG_CUDA && !fg_cuda_available()) {
         char desc[256];
@@ -492,8 +505,7 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
 
     const int64_t start = r->step, tok_per_step = c->accum * c->batch * r->T;
-    const double t0 = now_s();
-    double t_mark = t0, t_train = 0, ms = NAN, last_acc = NAN;
+    double t_mark = now_s(), t_train = 0, ms = NAN, last_acc = NAN;
     int64_t step_mark = start;
     fg_memory_stats ms0 = {0};
     for (;;) {
@@ -574,10 +586,10 @@ int main(int argc, char **argv)
     rc = interrupted ? 130 : 0;
     if (r->data.kind == TD_TASK) {
         const bool pass = last_acc >= c->pass_acc;
-        printf("final exact-match accuracy %.1f%% on %lld held-out examples after %lld steps (%.1f s): %s "
+        printf("final exact-match accuracy %.1f%% on %lld held-out examples after %lld steps (%.1f s in all): %s "
                "(threshold %.0f%%)\n",
                100 * last_acc, (long long)(c->eval_examples < r->data.n_val ? c->eval_examples : r->data.n_val),
-               (long long)r->step, now_s() - t0, pass ? "PASS" : "FAIL", 100 * c->pass_acc);
+               (long long)r->step, now_s() - t_start, pass ? "PASS" : "FAIL", 100 * c->pass_acc);
         if (!pass && !rc) rc = 1;
     }
 done:

@@ -53,6 +53,7 @@ expect_error "cannot open" --data "$tmp/none.txt"
 expect_error "multiple of --heads" --width 30 --heads 4
 expect_error "needs a value" --steps
 expect_error "not cpu or cuda" --device tpu
+expect_error "cannot write to directory" --save "$tmp/nodir/x.st"
 expect_error "too few to hold out" --task reversal --digits 2 --eval-examples 500
 
 # ---- a short run: the validation loss falls, the CSV has the curve
