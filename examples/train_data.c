@@ -20,7 +20,7 @@ static const struct {
 } TASKS[TD_N_TASKS] = {
     {"reversal", "0123456789>", "reverse the digits:  3141>1413", 8},
     {"sorting", "0123456789>", "sort the digits:  3141>1134", 8},
-    {"addition", "0123456789+=", "add, answer least significant digit first:  123+459=2850 (582)", 3},
+    {"addition", "0123456789+=", "add, sum written least significant digit first:  123+459=2850", 3},
 };
 
 const char *td_task_name(td_task t) { return (unsigned)t < TD_N_TASKS ? TASKS[t].name : NULL; }
