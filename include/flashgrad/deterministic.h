@@ -17,6 +17,10 @@ extern "C" {
  * index order, in double, rounding once: results are bit-identical run to run,
  * and equal to the CPU reference bit for bit.
  *
+ * The attention layers (flashgrad/nn.h, flashgrad/moe.h) also ask fg_attention
+ * for its deterministic backward (dQ without atomics) while the mode is on;
+ * a direct fg_attention call chooses with its opts.deterministic.
+ *
  * CPU kernels are always deterministic, and so are the other CUDA kernels
  * (scatter resolves duplicate indices like the CPU in both modes: the last
  * position in row-major order wins). Integer accumulation is always exact. */

@@ -2,6 +2,7 @@
  * for incremental decoding. */
 #include <stdio.h>
 #include "nn/nn_impl.h"
+#include <flashgrad/deterministic.h>
 
 static const char *OP = "fg_nn_attention";
 
@@ -86,7 +87,9 @@ fg_tensor *fg_nn_attention_forward(const fg_nn_attention *a, fg_tensor *x, bool 
     if (!s) return NULL;
     fg_tensor *q, *k, *v, *y = NULL;
     if (project_qkv(a, x, &q, &k, &v) == FG_OK) {
-        fg_attention_opts o = {.causal = a->cfg.causal, .dropout_p = training ? a->cfg.dropout : 0.0, .generator = gen};
+        /* deterministic mode (flashgrad/deterministic.h) also picks the attention backward without atomics */
+        fg_attention_opts o = {.causal = a->cfg.causal, .dropout_p = training ? a->cfg.dropout : 0.0, .generator = gen,
+                               .deterministic = fg_deterministic()};
         y = merge_heads(a, fg_attention(q, k, v, &o)); /* (B, T, C) */
     }
     return fg__nn_finish(s, fg__nn_dropout(y, a->cfg.dropout, training, gen));

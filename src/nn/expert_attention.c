@@ -3,6 +3,7 @@
  * heads), not causal, Lq != Lkv. */
 #include <stdio.h>
 #include "nn/nn_impl.h"
+#include <flashgrad/deterministic.h>
 
 static const char *OP = "fg_nn_expert_attention";
 
@@ -104,7 +105,8 @@ fg_tensor *fg_nn_expert_attention_forward(const fg_nn_expert_attention *l, fg_te
     fg_tensor *q = heads(&l->q_proj, query, B, Hq, D); /* (B, Hq, Lq, D) */
     fg_tensor *k = heads(&l->k_proj, memory, B, Hkv, D); /* (B, Hkv, Lkv, D) */
     fg_tensor *v = heads(&l->v_proj, memory, B, Hkv, D); /* (B, Hkv, Lkv, D) */
-    fg_attention_opts o = {.causal = false, .dropout_p = training ? c->dropout : 0.0, .generator = gen};
+    fg_attention_opts o = {.causal = false, .dropout_p = training ? c->dropout : 0.0, .generator = gen,
+                           .deterministic = fg_deterministic()};
     fg_tensor *y = fg_attention(q, k, v, &o);                                  /* (B, Hq, Lq, D) */
     y = fg_reshape(fg_transpose(y, 1, 2), FG_SHAPE(B, Lq, Hq * D));            /* (B, Lq, Hq D) */
     return fg__nn_finish(s, fg_linear(y, l->out_proj.weight, l->out_proj.bias)); /* (B, Lq, d_out) */
