@@ -290,6 +290,77 @@ START_TEST(test_moe_attention_router)
 }
 END_TEST
 
+/* Autograd nodes a forward of the layer leaves alive (its graph). */
+static int64_t graph_nodes(fg_nn_moe *m, fg_tensor *x, fg_nn_moe_output *o, fg_tensor **y)
+{
+    fg_memory_stats a, b;
+    fg_get_memory_stats(&a);
+    *y = fg_nn_moe_forward(m, x, false, NULL, o);
+    ck_assert_ptr_nonnull(*y);
+    fg_get_memory_stats(&b);
+    return b.live_nodes - a.live_nodes;
+}
+
+/* loss = sum(y * r) + aux; returns the gradients of x and of every parameter (copies). */
+static void backend_grads(fg_nn_moe *m, fg_params *reg, fg_tensor *x, fg_tensor *r, fg_tensor **grads,
+                          int64_t *nodes)
+{
+    fg_nn_moe_output o;
+    fg_tensor *y;
+    *nodes = graph_nodes(m, x, &o, &y);
+    ck_assert_int_eq(fg_backward(fg_add(fg_sum_all(fg_mul(y, r)), o.aux_loss)), FG_OK);
+    grads[0] = fg_clone(fg_grad(x));
+    fg_zero_grad(x);
+    for (int64_t i = 0; i < fg_params_count(reg); i++) {
+        fg_tensor *t = fg_params_at(reg, i)->t;
+        grads[i + 1] = fg_grad(t) ? fg_clone(fg_grad(t)) : fg_zeros_like(t);
+    }
+    ck_assert_int_eq(fg_params_zero_grad(reg), FG_OK);
+}
+
+START_TEST(test_moe_router_backend)
+{
+    BEGIN;
+    /* The attention router's backend can be pinned (router_backend) and switched between forwards
+     * (router_attn.cfg.backend): FLASH and MATH give the same output and gradients, and the math
+     * backend's forward leaves its materialised graph (more autograd nodes) -- the option reaches
+     * fg_attention. */
+    fg_nn_moe m;
+    fg_nn_moe_config cfg = {.n_embd = 12, .n_expert = 3, .top_k = 2, .expert_hidden = 4, .capacity_factor = 1.0,
+                            .bias = true, .router = FG_MOE_ROUTER_ATTENTION, .router_memory = 5,
+                            .router_backend = FG_ATTN_FLASH};
+    ck_assert_int_eq(fg_nn_moe_init(&m, &cfg, gen, CPU, F64), FG_OK);
+    ck_assert_int_eq(m.router_attn.cfg.backend, FG_ATTN_FLASH);
+    scale_(m.router_attn.out_proj.weight, 8.0);
+    fg_params *reg = fg_params_new();
+    ck_assert_int_eq(fg_nn_moe_params(&m, "moe", reg), FG_OK);
+    const int64_t n = fg_params_count(reg) + 1;
+    fg_tensor *x = well_separated_input(&m, gen, 2, 7);
+    fg_tensor *r = fg_randn(gen, FG_SHAPE(2, 7, 12), F64, CPU);
+    fg_tensor *g_flash[32], *g_math[32];
+    ck_assert_int_le(n, 32);
+    int64_t nodes_flash, nodes_math;
+    backend_grads(&m, reg, x, r, g_flash, &nodes_flash);
+    m.router_attn.cfg.backend = FG_ATTN_MATH;
+    backend_grads(&m, reg, x, r, g_math, &nodes_math);
+    ck_assert_int_gt(nodes_math, nodes_flash);
+    for (int64_t i = 0; i < n; i++) ck_same_tensor(g_flash[i], g_math[i], 1e-12);
+    /* an unknown backend: refused at init, and by fg_attention when set afterwards */
+    m.router_attn.cfg.backend = (fg_attn_backend)7;
+    fg_clear_error();
+    ck_assert_ptr_null(fg_nn_moe_forward(&m, x, false, NULL, NULL));
+    ck_err(FG_ERR_INVALID, "backend 7", NULL);
+    fg_params_free(reg);
+    fg_nn_moe_free(&m);
+    fg_nn_moe_config bad = cfg;
+    bad.router_backend = (fg_attn_backend)7;
+    ck_assert_int_eq(fg_nn_moe_init(&m, &bad, gen, CPU, F64), FG_ERR_INVALID);
+    ck_err(FG_ERR_INVALID, "fg_nn_moe", "attention backend 7");
+    ck_assert_ptr_null(m.experts);
+    END;
+}
+END_TEST
+
 START_TEST(test_moe_names_dropout_errors)
 {
     BEGIN;
@@ -358,6 +429,7 @@ static Suite *nn_moe_suite(void)
     tcase_add_test(tc, test_moe_capacity_overflow);
     tcase_add_test(tc, test_moe_gradcheck);
     tcase_add_test(tc, test_moe_attention_router);
+    tcase_add_test(tc, test_moe_router_backend);
     tcase_add_test(tc, test_moe_names_dropout_errors);
     suite_add_tcase(s, tc);
     return s;

@@ -57,6 +57,8 @@ typedef struct {
     int64_t router_q_heads;  /* 0: 12 */
     int64_t router_kv_heads; /* 0: 4 */
     int64_t router_memory;   /* memory slots, 0: n_expert */
+    fg_attn_backend router_backend; /* attention backend (0: AUTO); the layer's
+                                     * router_attn.cfg.backend after init */
     fg_nn_init init;         /* experts' and router's linears (flashgrad/nn.h) */
 } fg_nn_moe_config;
 

@@ -4,6 +4,7 @@
 #include <flashgrad/tensor.h>
 #include <flashgrad/random.h>
 #include <flashgrad/params.h>
+#include <flashgrad/attention.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -209,6 +210,11 @@ typedef struct {
     double dropout;        /* on the attention probabilities, when training */
     fg_nn_init init;       /* proj_init_std applies to out_proj; the memory is
                             * N(0, init_std), N(0, 1) when init_std is 0 */
+    fg_attn_backend backend; /* fg_attention's backend: FG_ATTN_AUTO (0, the
+                              * default), or FLASH / MATH to pin one, e.g. to
+                              * compare their gradients. Read by every forward
+                              * from the layer's cfg, so it may be changed
+                              * between forwards. */
 } fg_nn_expert_attention_config;
 typedef struct {
     fg_nn_expert_attention_config cfg; /* defaults filled in */

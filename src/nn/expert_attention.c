@@ -30,6 +30,8 @@ static fg_status fill_defaults(fg_nn_expert_attention_config *c)
                            (long long)c->d_query, (long long)c->n_query_heads);
         c->head_dim = c->d_query / c->n_query_heads;
     }
+    if (c->backend != FG_ATTN_AUTO && c->backend != FG_ATTN_FLASH && c->backend != FG_ATTN_MATH)
+        return fg__err(FG_ERR_INVALID, "%s: attention backend %d (AUTO, FLASH or MATH)", OP, (int)c->backend);
     if (!(c->dropout >= 0 && c->dropout < 1)) return fg__err(FG_ERR_INVALID, "%s: dropout %g outside [0, 1)", OP, c->dropout);
     if (!(c->init.init_std >= 0) || !(c->init.proj_init_std >= 0))
         return fg__err(FG_ERR_INVALID, "%s: init stds %g, %g", OP, c->init.init_std, c->init.proj_init_std);
@@ -105,7 +107,10 @@ fg_tensor *fg_nn_expert_attention_forward(const fg_nn_expert_attention *l, fg_te
     fg_tensor *q = heads(&l->q_proj, query, B, Hq, D); /* (B, Hq, Lq, D) */
     fg_tensor *k = heads(&l->k_proj, memory, B, Hkv, D); /* (B, Hkv, Lkv, D) */
     fg_tensor *v = heads(&l->v_proj, memory, B, Hkv, D); /* (B, Hkv, Lkv, D) */
-    fg_attention_opts o = {.causal = false, .dropout_p = training ? c->dropout : 0.0, .generator = gen,
+    fg_attention_opts o = {.causal = false,
+                           .dropout_p = training ? c->dropout : 0.0,
+                           .backend = c->backend,
+                           .generator = gen,
                            .deterministic = fg_deterministic()};
     fg_tensor *y = fg_attention(q, k, v, &o);                                  /* (B, Hq, Lq, D) */
     y = fg_reshape(fg_transpose(y, 1, 2), FG_SHAPE(B, Lq, Hq * D));            /* (B, Lq, Hq D) */

@@ -55,6 +55,7 @@ fg_status fg_nn_moe_init(fg_nn_moe *m, const fg_nn_moe_config *cfg, fg_generator
                                                   .d_out = E,
                                                   .n_memory = cfg->router_memory ? cfg->router_memory : E,
                                                   .bias = false,
+                                                  .backend = cfg->router_backend,
                                                   .init = {cfg->init.init_std, 0}};
         st = fg_nn_expert_attention_init(&m->router_attn, &ac, g, dev, dt);
     }
