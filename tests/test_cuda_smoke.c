@@ -39,6 +39,16 @@ static void ck_same_bits(const fg_tensor *a, const fg_tensor *b)
     free(pb);
 }
 
+static bool same_bits(const fg_tensor *a, const fg_tensor *b)
+{
+    if (fg_dtype_of(a) != fg_dtype_of(b) || fg_numel(a) != fg_numel(b)) return false;
+    void *pa = raw(a), *pb = raw(b);
+    const bool eq = memcmp(pa, pb, host_bytes(a)) == 0;
+    free(pa);
+    free(pb);
+    return eq;
+}
+
 START_TEST(test_roundtrip_all_dtypes)
 {
     fg_generator *g = fg_generator_new(1);
@@ -145,6 +155,75 @@ START_TEST(test_device_cast_matches_cpu)
             } else {
                 ck_same_bits(back, ref);
             }
+        }
+    }
+    fg_generator_free(g);
+}
+END_TEST
+
+/* The copy kernel's paths (memcpy, typed kernels with and without 16-byte
+ * vectors, 32-bit indexing, the generic converter) for every dtype pair on
+ * layouts that pick each: contiguous of odd and even lengths, a head transpose
+ * (B, L, H, D) -> (B, H, L, D) with a vectorisable and an odd D, a view starting
+ * off 16-byte alignment and a broadcast (stride 0) source; bit for bit equal to
+ * the CPU. */
+START_TEST(test_copy_paths_all_dtype_pairs)
+{
+    fg_generator *g = fg_generator_new(11);
+    for (int sd = 0; sd < FG_NUM_DTYPES; sd++) {
+        const fg_dtype st = (fg_dtype)sd;
+        fg_tensor *cpu[6];
+        cpu[0] = fg_arange(0, 1027, 1, st, FG_CPU);
+        cpu[1] = fg_permute(fg_cast(fg_randint(g, -300, 300, FG_SHAPE(3, 5, 4, 16), FG_I64, FG_CPU), st), FG_DIMS(0, 2, 1, 3));
+        cpu[2] = fg_permute(fg_cast(fg_randint(g, -300, 300, FG_SHAPE(2, 9, 3, 7), FG_I64, FG_CPU), st), FG_DIMS(0, 2, 1, 3));
+        cpu[3] = fg_narrow(fg_cast(fg_randint(g, -300, 300, FG_SHAPE(6, 33), FG_I64, FG_CPU), st), 1, 1, 32);
+        cpu[4] = fg_expand(fg_cast(fg_randint(g, -300, 300, FG_SHAPE(1, 24), FG_I64, FG_CPU), st), FG_SHAPE(10, 24));
+        cpu[5] = fg_cast(fg_randint(g, -300, 300, FG_SHAPE(4096), FG_I64, FG_CPU), st);
+        if (fg_dtype_is_float(st)) /* fractions too, so float conversions round */
+            for (int k = 1; k < 6; k++) cpu[k] = fg_div(cpu[k], fg_full(FG_SHAPE(1), 7, st, FG_CPU));
+        for (int k = 0; k < 6; k++) {
+            ck_assert_msg(cpu[k] != NULL, "%s", fg_last_error());
+            /* the same view on the device, over a device copy of its base */
+            fg_tensor *dview;
+            switch (k) {
+            case 1: {
+                fg_tensor *b = fg_to(fg_contiguous(fg_permute(cpu[1], FG_DIMS(0, 2, 1, 3))), FG_CUDA, st);
+                dview = fg_permute(b, FG_DIMS(0, 2, 1, 3));
+                break;
+            }
+            case 2: {
+                fg_tensor *b = fg_to(fg_contiguous(fg_permute(cpu[2], FG_DIMS(0, 2, 1, 3))), FG_CUDA, st);
+                dview = fg_permute(b, FG_DIMS(0, 2, 1, 3));
+                break;
+            }
+            case 3: {
+                fg_tensor *b = fg_zeros(FG_SHAPE(6, 33), st, FG_CUDA);
+                ck_assert_int_eq(fg_copy_(fg_narrow(b, 1, 1, 32), fg_to(cpu[3], FG_CUDA, st)), FG_OK);
+                dview = fg_narrow(b, 1, 1, 32);
+                break;
+            }
+            case 4: dview = fg_expand(fg_to(fg_narrow(cpu[4], 0, 0, 1), FG_CUDA, st), FG_SHAPE(10, 24)); break;
+            default: dview = fg_to(cpu[k], FG_CUDA, st); break;
+            }
+            ck_assert_msg(dview != NULL, "%s", fg_last_error());
+            ck_assert(k == 0 || k == 5 || !fg_is_contiguous(dview));
+            for (int dd = 0; dd < FG_NUM_DTYPES; dd++) {
+                fg_tensor *got = fg_to(fg_to(dview, FG_CUDA, (fg_dtype)dd), FG_CPU, (fg_dtype)dd);
+                fg_tensor *ref = fg_contiguous(fg_to(cpu[k], FG_CPU, (fg_dtype)dd));
+                ck_assert_msg(got && ref, "%s", fg_last_error());
+                ck_assert_msg(same_bits(got, ref), "layout %d: %s -> %s differs", k, fg_dtype_name(st),
+                              fg_dtype_name((fg_dtype)dd));
+            }
+        }
+        /* fills: +0 (memset), -0 and a value (typed), on an unaligned view */
+        fg_tensor *m = fg_full(FG_SHAPE(37), 9, st, FG_CUDA);
+        const double vals[3] = {0.0, -0.0, -2.5};
+        for (int v = 0; v < 3; v++) {
+            ck_assert_int_eq(fg_fill_(fg_narrow(m, 0, 1, 35), vals[v]), FG_OK);
+            fg_tensor *ref = fg_full(FG_SHAPE(37), 9, st, FG_CPU);
+            ck_assert_int_eq(fg_fill_(fg_narrow(ref, 0, 1, 35), vals[v]), FG_OK);
+            ck_assert_msg(same_bits(fg_to(m, FG_CPU, st), ref), "fill %g of %s differs", vals[v],
+                          fg_dtype_name(st));
         }
     }
     fg_generator_free(g);
@@ -270,6 +349,7 @@ static Suite *cuda_smoke_suite(void)
     tcase_add_test(c, test_fill_on_device);
     tcase_add_test(c, test_strided_copy_matches_cpu);
     tcase_add_test(c, test_device_cast_matches_cpu);
+    tcase_add_test(c, test_copy_paths_all_dtype_pairs);
     tcase_add_test(c, test_ops_unsupported_on_device);
     tcase_add_test(c, test_memory_stats_count_device_bytes);
     tcase_add_test(c, test_large_transfers_through_staging);
