@@ -75,6 +75,11 @@ fg_tensor *fg__view(const fg_tensor *base, int ndim, const int64_t *shape, const
                     int64_t offset);
 /* New contiguous tensor like t (shape, dtype, device). */
 fg_tensor *fg__new_like(const char *op, const fg_tensor *t);
+/* New tensor like t whose fresh storage is dense in t's dim order (dims sorted
+ * by t's strides): an op's output for a transposed view input comes out
+ * transposed the same way, so that transposing back is contiguous. Registered
+ * in the current scope. */
+fg_tensor *fg__new_dense_like(const char *op, const fg_tensor *t);
 /* Registers a caller-owned tensor (e.g. one fg_keep moved out of an inner
  * scope) in the current scope, as if created there; NULL (t freed) on OOM. */
 fg_tensor *fg__adopt(fg_tensor *t);

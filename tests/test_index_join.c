@@ -372,6 +372,42 @@ START_TEST(split_backward_values)
 }
 END_TEST
 
+/* Pieces whose gradients are the windows of one tensor (concat's backward
+ * hands out such views) take split's no-copy path; pieces joined in another
+ * order, or one piece unused, take the copying path. Both give w (times the
+ * piece's use) exactly. */
+START_TEST(split_backward_tiled_and_not)
+{
+    BEGIN;
+    const int64_t sizes[3] = {2, 3, 1};
+    for (int order = 0; order < 3; order++) {
+        fg_tensor *t = param(fg_arange(0, 24, 1, FG_F64, FG_CPU));
+        fg_tensor *x = fg_reshape(t, FG_SHAPE(4, 6));
+        fg_tensor *w = fg_arange(1, 25, 1, FG_F64, FG_CPU); /* weights 1..24 */
+        fg_tensor *p[3];
+        ck_assert_int_eq(fg_split(x, 1, 3, sizes, p), FG_OK);
+        fg_tensor *joined = order == 0   ? fg_concat(3, (fg_tensor *[]){p[0], p[1], p[2]}, 1)  /* tiled */
+                            : order == 1 ? fg_concat(3, (fg_tensor *[]){p[2], p[0], p[1]}, 1) /* permuted */
+                                         : fg_concat(2, (fg_tensor *[]){p[0], p[1]}, 1);      /* p[2] unused */
+        const int64_t cols = order == 2 ? 5 : 6;
+        fg_tensor *wj = fg_reshape(fg_narrow(w, 0, 0, 4 * cols), FG_SHAPE(4, cols));
+        ck_assert_int_eq(fg_backward(fg_sum_all(fg_mul(joined, wj))), FG_OK);
+        double g[24];
+        ck_assert_int_eq(fg_to_f64_array(fg_grad(t), g, 24), FG_OK);
+        for (int r = 0; r < 4; r++)
+            for (int c = 0; c < 6; c++) {
+                /* column c of x sits at column pos of joined */
+                int pos = c;
+                if (order == 1) pos = c == 5 ? 0 : c + 1;
+                const double want = order == 2 && c == 5 ? 0 : (double)(r * cols + pos + 1);
+                ck_assert_msg(g[r * 6 + c] == want, "order %d: grad[%d][%d] = %g, want %g", order, r, c,
+                              g[r * 6 + c], want);
+            }
+    }
+    END;
+}
+END_TEST
+
 static fg_tensor *f_split(fg_tensor *const *in, void *ctx)
 {
     (void)ctx;
@@ -1300,6 +1336,7 @@ static Suite *index_join_suite(void)
     tcase_add_test(ti, no_grad_mode_records_nothing);
     tcase_add_test(ti, chain_of_index_ops_backward);
     tcase_add_test(ti, concat_same_tensor_twice);
+    tcase_add_test(ti, split_backward_tiled_and_not);
     tcase_add_test(ti, caller_owned_results_leave_nothing_behind);
     suite_add_tcase(s, ti);
     return s;

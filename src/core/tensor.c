@@ -207,6 +207,31 @@ fg_tensor *fg__new_like(const char *op, const fg_tensor *like)
     return fg__new(op, like->ndim, like->shape, like->dtype, like->device);
 }
 
+fg_tensor *fg__new_dense_like(const char *op, const fg_tensor *like)
+{
+    const int nd = like->ndim;
+    int perm[FG_MAX_DIMS]; /* dims by decreasing stride; ties keep their order */
+    for (int d = 0; d < nd; d++) perm[d] = d;
+    for (int a = 1; a < nd; a++)
+        for (int b = a; b > 0 && like->stride[perm[b - 1]] < like->stride[perm[b]]; b--) {
+            const int t = perm[b];
+            perm[b] = perm[b - 1];
+            perm[b - 1] = t;
+        }
+    bool identity = true;
+    for (int d = 0; d < nd; d++) identity &= perm[d] == d;
+    if (identity) return fg__new(op, nd, like->shape, like->dtype, like->device);
+    int64_t pshape[FG_MAX_DIMS], pstride[FG_MAX_DIMS], stride[FG_MAX_DIMS];
+    for (int d = 0; d < nd; d++) pshape[d] = like->shape[perm[d]];
+    fg__contiguous_strides(nd, pshape, pstride);
+    for (int d = 0; d < nd; d++) stride[perm[d]] = pstride[d];
+    fg_tensor *base = fg__new(op, nd, pshape, like->dtype, like->device);
+    if (!base) return NULL;
+    fg_tensor *t = fg__view(base, nd, like->shape, stride, 0);
+    fg_free(base); /* the view holds the storage */
+    return t;
+}
+
 fg_tensor *fg__view(const fg_tensor *base, int ndim, const int64_t *shape, const int64_t *stride, int64_t offset)
 {
     fg_tensor *t = tensor_struct("view", ndim, shape, base->dtype, base->device);

@@ -388,6 +388,69 @@ static fg_tensor *d_contig(fg_tensor *t)
     return fg__contig(t);
 }
 
+/* An output or gradient laid out like the input it belongs to: for q / k / v
+ * that are (B, H, L, D) views of a (B, L, H D) projection, the out and the
+ * gradients are (B, L, H, D) in memory, so merging heads after the forward and
+ * the projection's gradient before it are views, not copies. Contiguous when
+ * that layout would not keep the head dim contiguous (e.g. an expanded input). */
+static fg_tensor *like_input(const fg_tensor *t)
+{
+    fg_tensor *r = fg__new_dense_like(OP, t);
+    if (r && r->ndim > 0 && r->shape[r->ndim - 1] > 1 && r->stride[r->ndim - 1] != 1) {
+        fg_free(r);
+        r = fg__new(OP, t->ndim, t->shape, t->dtype, t->device);
+    }
+    return r;
+}
+
+/* When q, k and v are head windows of one (B, L, S) buffer (the fused qkv
+ * projection, split and viewed as heads), their gradients become the same
+ * windows of one fresh (B, L, S) buffer: split's backward then hands that
+ * buffer on whole instead of copying three pieces into it (join.c). False
+ * (nothing made) for any other layout, and on allocation failure (the caller's
+ * path reports it). */
+static bool shared_grads(const fg_tensor *q, const fg_tensor *k, const fg_tensor *v, fg_tensor **dq, fg_tensor **dk,
+                         fg_tensor **dv)
+{
+    const fg_tensor *t[3] = {q, k, v};
+    if (q->ndim != 4) return false;
+    const int64_t B = q->shape[0], L = q->shape[2], D = q->shape[3], S = q->stride[2];
+    int64_t lo = q->offset;
+    for (int i = 0; i < 3; i++) {
+        const fg_tensor *x = t[i];
+        if (x->ndim != 4 || x->storage != q->storage || x->shape[0] != B || x->shape[2] != L || x->shape[3] != D ||
+            x->stride[0] != L * S || x->stride[1] != D || x->stride[2] != S || x->stride[3] != 1)
+            return false;
+        lo = x->offset < lo ? x->offset : lo;
+    }
+    int64_t covered = 0;
+    for (int i = 0; i < 3; i++) { /* each window inside a row of S, none overlapping */
+        const int64_t a = t[i]->offset - lo, w = t[i]->shape[1] * D;
+        if (a + w > S) return false;
+        for (int j = 0; j < i; j++) {
+            const int64_t b = t[j]->offset - lo;
+            if (a < b + t[j]->shape[1] * D && b < a + w) return false;
+        }
+        covered += w;
+    }
+    fg_tensor *buf = fg__new(OP, 3, (const int64_t[]){B, L, S}, q->dtype, q->device); /* (B, L, S) */
+    if (!buf || (covered < S && fg_zero_(buf) != FG_OK)) {
+        fg_free(buf);
+        fg_clear_error();
+        return false;
+    }
+    fg_tensor **out[3] = {dq, dk, dv};
+    for (int i = 0; i < 3; i++)
+        if (!(*out[i] = fg__view(buf, 4, t[i]->shape, t[i]->stride, t[i]->offset - lo))) {
+            for (int j = 0; j < i; j++) fg_free(*out[j]), *out[j] = NULL;
+            fg_free(buf);
+            fg_clear_error();
+            return false;
+        }
+    fg_free(buf); /* the views hold the storage */
+    return true;
+}
+
 static void free_all(int n, fg_tensor **t)
 {
     for (int i = 0; i < n; i++) fg_free(t[i]);
@@ -404,9 +467,12 @@ static fg_status flash_backward(fg_node *n, fg_tensor *const *go, fg_tensor **gi
     attn_cfg c = {.causal = n->i[0] != 0, .deterministic = n->i[4] != 0, .scale = n->f[0]};
     c.drop = (fg_attn_drop){(uint64_t)n->i[1], (uint64_t)n->i[2], (uint32_t)n->i[3], n->f[1]};
     const attn_seq_arg sa = seq_arg_of(n->i[5] != 0, n->i[6] != 0, n->i[7], n->i[8], n->i[9], n->n_saved > 5 ? n->saved[5] : NULL);
-    fg_tensor *dq = fg__new(OP, q->ndim, q->shape, q->dtype, q->device);
-    fg_tensor *dk = dq ? fg__new(OP, k->ndim, k->shape, k->dtype, k->device) : NULL;
-    fg_tensor *dv = dk ? fg__new(OP, v->ndim, v->shape, v->dtype, v->device) : NULL;
+    fg_tensor *dq = NULL, *dk = NULL, *dv = NULL;
+    if (!shared_grads(q, k, v, &dq, &dk, &dv)) {
+        dq = like_input(q);
+        dk = dq ? like_input(k) : NULL;
+        dv = dk ? like_input(v) : NULL;
+    }
     fg_tensor *g = dv ? (q->device == FG_CUDA ? d_contig(go[0]) : fg_retain(go[0])) : NULL;
     /* (B, H, L, D) views: q k v o dO dq dk dv */
     fg_tensor *w[8] = {NULL};
@@ -453,7 +519,7 @@ static fg_tensor *flash_forward(fg_tensor *q0, fg_tensor *k0, fg_tensor *v0, con
         q = d_contig(q0), k = q ? d_contig(k0) : NULL, v = k ? d_contig(v0) : NULL;
         if (!v) goto fail;
     }
-    out = fg__new(OP, q->ndim, q->shape, q->dtype, q->device);
+    out = like_input(q);
     /* LSE (B, Hq, Lq), or (Hq, total_q) when packed */
     lse = !out ? NULL
           : s->varlen ? fg__new(OP, 2, (const int64_t[]){q->shape[1], q->shape[0]}, fg__attn_lse_dtype(q), q->device)

@@ -1,9 +1,11 @@
 /* Joining (concat, stack) and splitting (split, chunk). concat and stack copy
  * each input into its window of one output, so they need no kernel of their own
  * and run wherever fg__copy_elements does; their backward hands each input a
- * view of the gradient. split and chunk return fg_narrow views, so autograd
- * flows through the slice backward. */
+ * view of the gradient. split and chunk return views of their input that
+ * share one autograd node, whose backward writes the pieces' gradients into one
+ * tensor. */
 #include <stdlib.h>
+#include <string.h>
 #include "cpu/cpu.h"
 
 /* ---- concat / stack ---- */
@@ -113,23 +115,82 @@ fg_tensor *fg_stack(int n, fg_tensor *const *ts, int dim) { return join("stack",
 
 /* ---- split / chunk ---- */
 
-/* Writes n narrow views of t along dim r with the given sizes (already checked);
- * on failure frees the ones made and leaves out[] all NULL. */
-static fg_status narrow_pieces(fg_tensor *t, int r, int n, const int64_t *sizes, fg_tensor **out)
+/* When the pieces' gradients already are the windows of one contiguous tensor
+ * of the input's shape (an op that wrote them into one buffer, as attention's
+ * backward does for a fused qkv projection), that tensor as a view; else NULL. */
+static fg_tensor *tiled_whole(const fg_node *n, fg_tensor *const *go, int r)
 {
+    const fg_edge *e = &n->edges[0];
+    int64_t cs[FG_MAX_DIMS], start = 0;
+    fg__contiguous_strides(e->ndim, e->shape, cs);
+    for (int k = 0; k < n->n_outputs; k++) {
+        const fg_tensor *g = go[k];
+        if (g->storage != go[0]->storage || g->dtype != go[0]->dtype || g->ndim != e->ndim ||
+            g->offset != go[0]->offset + start * cs[r])
+            return NULL;
+        for (int d = 0; d < e->ndim; d++)
+            if (g->shape[d] > 1 && g->stride[d] != cs[d]) return NULL;
+        start += n->i[1 + k];
+    }
+    const int64_t end = go[0]->offset + (e->ndim ? cs[0] * e->shape[0] : 1); /* in elements */
+    if ((size_t)end * fg_dtype_size(go[0]->dtype) > go[0]->storage->nbytes) return NULL; /* 0: unknown size */
+    return fg__view(go[0], e->ndim, e->shape, cs, go[0]->offset);
+}
+
+/* split's backward: the pieces' gradients copied into their windows of one
+ * gradient of the input (one copy each; no zero fill, no additions). i[0] dim,
+ * i[1 + k] size of piece k. */
+static fg_status split_backward(fg_node *n, fg_tensor *const *go, fg_tensor **gi)
+{
+    fg_edge *e = &n->edges[0];
+    const int r = (int)n->i[0];
+    if ((gi[0] = tiled_whole(n, go, r))) return FG_OK;
+    fg_tensor *g = fg__new("split", e->ndim, e->shape, go[0]->dtype, go[0]->device);
+    if (!g) return fg_last_status();
+    int64_t start = 0;
+    for (int k = 0; k < n->n_outputs; k++) {
+        fg_tensor *w = window(g, r, start, false, go[k]->ndim, go[k]->shape);
+        fg_status st = w ? fg__copy_elements(w, go[k]) : fg_last_status();
+        fg_free(w);
+        if (st != FG_OK) return st;
+        start += n->i[1 + k];
+    }
+    gi[0] = g;
+    return FG_OK;
+}
+
+/* Writes n narrow views of t along dim r with the given sizes (already checked);
+ * on failure frees the ones made and leaves out[] all NULL. With gradients they
+ * share one node (split_backward) while the sizes fit in its parameters. */
+static fg_status narrow_pieces(const char *op, fg_tensor *t, int r, int n, const int64_t *sizes, fg_tensor **out)
+{
+    const bool one_node = fg__any_requires_grad(1, &t) && n < FG_MAX_DIMS * 2;
     int64_t start = 0;
     for (int i = 0; i < n; i++) {
-        out[i] = fg_narrow(t, r, start, sizes[i]);
-        if (!out[i]) {
-            for (int j = 0; j < i; j++) {
-                fg_free(out[j]);
-                out[j] = NULL;
-            }
-            return fg_last_status();
+        if (one_node) {
+            int64_t sh[FG_MAX_DIMS];
+            memcpy(sh, t->shape, sizeof sh);
+            sh[r] = sizes[i];
+            out[i] = fg__view(t, t->ndim, sh, t->stride, t->offset + start * t->stride[r]);
+        } else {
+            out[i] = fg_narrow(t, r, start, sizes[i]);
         }
+        if (!out[i]) goto fail;
         start += sizes[i];
     }
+    if (one_node) {
+        fg_node *node = fg__record(op, split_backward, 1, &t, n, out);
+        if (!node) goto fail;
+        node->i[0] = r;
+        for (int i = 0; i < n; i++) node->i[1 + i] = sizes[i];
+    }
     return FG_OK;
+fail:
+    for (int j = 0; j < n; j++) {
+        fg_free(out[j]);
+        out[j] = NULL;
+    }
+    return fg_last_status();
 }
 
 /* Common checks of split and chunk: t, out, n >= 1, a dim t has. */
@@ -162,7 +223,7 @@ fg_status fg_split(fg_tensor *t, int dim, int n, const int64_t *sizes, fg_tensor
     if (sum != t->shape[r])
         return fg__err(FG_ERR_INVALID, "split: sizes sum to %lld but dim %d of %s has size %lld", (long long)sum, dim,
                        fg_shape_str(t, b, sizeof b), (long long)t->shape[r]);
-    return narrow_pieces(t, r, n, sizes, out);
+    return narrow_pieces("split", t, r, n, sizes, out);
 }
 
 /* torch.chunk: pieces of ceil(size / n), the last one smaller. torch returns
@@ -182,7 +243,7 @@ fg_status fg_chunk(fg_tensor *t, int dim, int n, fg_tensor **out)
         int64_t rest = size - (int64_t)i * piece;
         sizes[i] = rest <= 0 ? 0 : rest < piece ? rest : piece;
     }
-    s = narrow_pieces(t, r, n, sizes, out);
+    s = narrow_pieces("chunk", t, r, n, sizes, out);
     free(sizes);
     return s;
 }
