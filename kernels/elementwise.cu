@@ -225,6 +225,30 @@ template <int OP, typename T> constexpr bool fast_lowp =
     (std::is_same<T, bf16>::value || std::is_same<T, f16>::value) &&
     (OP == U_SIGMOID || OP == U_SILU || OP == U_GELU_TANH);
 
+template <int OP, typename T> struct GradF {
+    C_t<T> s;
+    __device__ __forceinline__ T operator()(T gy) const { return from_c<T>(to_c(gy) * unary_deriv<OP>(C_t<T>(0), s)); }
+    __device__ __forceinline__ T operator()(T gy, T v) const
+    {
+        if constexpr (fast_lowp<OP, T>) { // as UnaryF: hardware exp2, one-formula sigmoid
+            const float x = to_c(v);
+            float d;
+            if constexpr (OP == U_SIGMOID) d = x * (1.0f - x);
+            else if constexpr (OP == U_SILU) {
+                const float sg = fast_sigmoid(x);
+                d = sg * fmaf(x, 1.0f - sg, 1.0f);
+            } else { // U_GELU_TANH: sg + 2 x sg (1 - sg) du, sg = sigmoid(2u)
+                const float u = kSqrt2OverPi<float> * fmaf(0.044715f * x * x, x, x);
+                const float du = kSqrt2OverPi<float> * fmaf(3 * 0.044715f * x, x, 1.0f);
+                const float sg = fast_sigmoid(2.0f * u);
+                d = fmaf(2.0f * x * sg * (1.0f - sg), du, sg);
+            }
+            return from_c<T>(to_c(gy) * d);
+        } else {
+            return from_c<T>(to_c(gy) * unary_deriv<OP>(to_c(v), s));
+        }
+    }
+};
 template <int OP, typename T> struct UnaryF {
     C_t<T> s;
     __device__ __forceinline__ T operator()(T a) const
@@ -239,11 +263,7 @@ template <int OP, typename T> struct UnaryF {
         }
     }
 };
-template <int OP, typename T> struct GradF {
-    C_t<T> s;
-    __device__ __forceinline__ T operator()(T gy) const { return from_c<T>(to_c(gy) * unary_deriv<OP>(C_t<T>(0), s)); }
-    __device__ __forceinline__ T operator()(T gy, T v) const { return from_c<T>(to_c(gy) * unary_deriv<OP>(to_c(v), s)); }
-};
+
 template <typename T> __device__ __forceinline__ bool truthy(T c)
 {
     if constexpr (std::is_integral<T>::value) return c != 0;
