@@ -1,18 +1,19 @@
 // Flash-attention backward on tensor cores (FlashAttention-2's schedule):
-//  1. pre:  dsum_i = rowsum(dO_i * O_i) (fp32), one warp per row.
+//  1. pre:  dsum_i = rowsum(dO_i * O_i) (fp32), 16-byte chunks.
 //  2. dK/dV: a block owns a range of keys of one KV head (K and V in shared
 //     memory) and walks every query block of every query head of its GQA
 //     group, recomputing P^T = exp(S^T - LSE) from the saved LSE:
 //       dV += P^T dO,  dP^T = V dO^T,  dS^T = P^T (dP^T - dsum),  dK += dS^T Q
 //     with dK/dV in registers: no atomics, the group reduced in the block.
 //     flash_bwd_dkdv2 (bf16/f16, D 64 and 128): 8 warps, 128 keys, 64 query
-//     rows a step, P^T and dS^T through shared memory; flash_bwd_dkdv
-//     (others): 4 warps of 16 keys, 16-32 rows a step, all in registers.
-//     Unless deterministic, dQ += dS K is added there too, in fp32 atomics
+//     rows a step, P^T and dS^T through shared memory (D64: 4 warps and 64
+//     keys, three blocks an SM); flash_bwd_dkdv (others): 4 warps of 16
+//     keys, 16-32 rows a step, all in registers. Unless deterministic (and
+//     except bf16/f16 D64), dQ += dS K is added there too, in fp32 atomics
 //     into an accumulator that 3. converts.
-//  4. dq (deterministic): a block owns 64 query rows and walks the key
-//     blocks like the forward, dQ += dS K in registers (two products more
-//     than the atomic path, no atomics).
+//  4. dq (deterministic, and bf16/f16 D64): a block owns 64 query rows and
+//     walks the key blocks like the forward, dQ += dS K in registers (two
+//     products more than the atomic path, no atomics).
 // Dropout multiplies P by the regenerated mask where P meets V or dO V^T.
 #include "k_flash.cuh"
 
@@ -22,17 +23,38 @@ using namespace fgk::flash;
 
 constexpr int ROWS = 64; // rows per block of the two row-wise passes (grid: B Hq x Lq / ROWS)
 
-// dsum (laid out like lse) = rowsum(dO * O) in fp32, one warp per row.
+// dsum (laid out like lse) = rowsum(dO * O) in fp32: a row is LPR lanes (the
+// power of two >= its 16-byte chunks, at most 32), each reading whole chunks.
 template <typename T> __global__ void __launch_bounds__(NT) flash_bwd_pre(const fg_k_attn p, float *dsum)
 {
+    constexpr int CH = 16 / sizeof(T);
     const int b = blockIdx.x / p.Hq, h = blockIdx.x % p.Hq, lane = threadIdx.x & 31;
     const Seq sq(p, b);
     const T *o = rows_of<T>(p.o, p.o_s, b, h, sq.q0), *d = rows_of<T>(p.dout, p.do_s, b, h, sq.q0);
-    for (int i = blockIdx.y * ROWS + (threadIdx.x >> 5); i < min(sq.lq, (blockIdx.y + 1) * ROWS); i += NT / 32) {
+    const int chunks = (p.D + CH - 1) / CH;
+    int lpr = 1;
+    while (lpr < chunks && lpr < 32) lpr <<= 1;
+    const int rpw = 32 / lpr, li = lane % lpr, end = min(sq.lq, (blockIdx.y + 1) * ROWS);
+    for (int i0 = blockIdx.y * ROWS + (threadIdx.x >> 5) * rpw; i0 < end; i0 += (NT / 32) * rpw) { // warp-uniform
+        const int i = i0 + lane / lpr;
         float acc = 0.f;
-        for (int c = lane; c < p.D; c += 32) acc += to_acc(o[i * p.o_s[2] + c]) * to_acc(d[i * p.do_s[2] + c]);
-        acc = warp_reduce(acc, 32, Add{});
-        if (lane == 0) dsum[sq.lse0(p, b, h) + i] = acc;
+        if (i < end) {
+            const T *orow = o + i * p.o_s[2], *drow = d + i * p.do_s[2];
+            for (int c = li; c < chunks; c += lpr) {
+                const int e0 = c * CH;
+                if (p.vec && e0 + CH <= p.D) {
+                    const uint4 x = *reinterpret_cast<const uint4 *>(orow + e0);
+                    const uint4 y = *reinterpret_cast<const uint4 *>(drow + e0);
+                    const T *xs = reinterpret_cast<const T *>(&x), *ys = reinterpret_cast<const T *>(&y);
+#pragma unroll
+                    for (int k = 0; k < CH; k++) acc += to_acc(xs[k]) * to_acc(ys[k]);
+                } else {
+                    for (int e = e0; e < min(e0 + CH, p.D); e++) acc += to_acc(orow[e]) * to_acc(drow[e]);
+                }
+            }
+        }
+        for (int off = lpr / 2; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
+        if (li == 0 && i < end) dsum[sq.lse0(p, b, h) + i] = acc;
     }
 }
 
@@ -263,18 +285,21 @@ __global__ void __launch_bounds__(KvCfg<T, DP>::NTH) flash_bwd_dkdv(const fg_k_a
 // queries: each fragment read feeds two products) and leaves P^T z and dS^T in
 // shared memory; the gradient side splits dK and dV 4 x 2 (32 keys x D / 2
 // dims a warp), so the accumulators fit beside the score tiles.
-template <typename T, int DP> struct Kv2Cfg {
-    static constexpr int NTH = 256, BK = 128, BQ = 64, DW = DP / 2;
+// WK warps along the keys (32 keys each) times 2 along the queries / dims: WK 4
+// is 8 warps and 128 keys, one block an SM; WK 2 (D64) is 4 warps and 64 keys,
+// two blocks an SM: more, smaller blocks for short sequences.
+template <typename T, int DP, int WK = 4> struct Kv2Cfg {
+    static constexpr int NTH = 64 * WK, BK = 32 * WK, BQ = 64, DW = DP / 2;
     static constexpr int ST = Tile<T, DP>::ST;
     static constexpr int PST = BQ + Tile<T, DP>::CH; // row stride of P^T / dS^T (BK, BQ)
     static constexpr size_t SMEM = sizeof(T) * (ST * (2 * BK + 4 * BQ) + 2 * BK * PST) + sizeof(float) * 4 * BQ;
 };
 
-template <typename T, int DP, bool ATOMIC_DQ>
-__global__ void __launch_bounds__(256) flash_bwd_dkdv2(const fg_k_attn p, const float *dsum, float *dq_acc)
+template <typename T, int DP, bool ATOMIC_DQ, int WK>
+__global__ void __launch_bounds__(64 * WK) flash_bwd_dkdv2(const fg_k_attn p, const float *dsum, float *dq_acc)
 {
     using M = Mma<T>;
-    using C = Kv2Cfg<T, DP>;
+    using C = Kv2Cfg<T, DP, WK>;
     constexpr int BK = C::BK, BQ = C::BQ, DW = C::DW, ST = C::ST, PST = C::PST, NTH = C::NTH;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T *Ks = reinterpret_cast<T *>(smem_raw); // (BK, DP)
@@ -297,9 +322,9 @@ __global__ void __launch_bounds__(256) flash_bwd_dkdv2(const fg_k_attn p, const 
 
     const QStream<T, BQ, DP, NTH> qs(p, sq, b, hk, j0, dsum, Qs, dOs, lse_s, dsum_s);
 
-    const int wk = (warp & 3) * 32;  // the warp's 32 keys (both sides)
-    const int wq = (warp >> 2) * 32; // its 32 queries on the score side
-    const int wd = (warp >> 2) * DW; // its dims on the gradient side
+    const int wk = (warp % WK) * 32; // the warp's 32 keys (both sides)
+    const int wq = (warp / WK) * 32; // its 32 queries on the score side
+    const int wd = (warp / WK) * DW; // its dims on the gradient side
     const float sl2 = p.scale * LOG2E;
     float dk[2][DW / 8][4], dv[2][DW / 8][4];
 #pragma unroll
@@ -349,31 +374,33 @@ __global__ void __launch_bounds__(256) flash_bwd_dkdv2(const fg_k_attn p, const 
         mma_ss_bt<T, 2, BQ / 16, DW / 16>(dv, Ps, PST, wk, dOb, ST, wd);
         mma_ss_bt<T, 2, BQ / 16, DW / 16>(dk, dSs, PST, wk, Qb, ST, wd);
         if constexpr (ATOMIC_DQ) {
-            // dQ (BQ x DP) += dS K in fp32 atomics: 16 queries x D / 2 a warp
-            const int qr = (warp & 3) * 16;
-            float dq[DW / 8][4];
-            zero(dq);
+            // dQ (BQ x DP) += dS K in fp32 atomics: 16 queries x D / 2 a warp a pass
 #pragma unroll
-            for (int kk = 0; kk < BK / 16; kk++) {
-                typename M::A a;
-                M::ldAt(a, dSs, PST, qr, kk * 16);
+            for (int qr = (warp % WK) * 16; qr < BQ; qr += WK * 16) {
+                float dq[DW / 8][4];
+                zero(dq);
 #pragma unroll
-                for (int nn = 0; nn < DW / 16; nn++) {
-                    typename M::B b0, b1;
-                    M::ldB2t(b0, b1, Ks, ST, wd + nn * 16, kk * 16);
-                    M::mma(dq[2 * nn], a, b0);
-                    M::mma(dq[2 * nn + 1], a, b1);
+                for (int kk = 0; kk < BK / 16; kk++) {
+                    typename M::A a;
+                    M::ldAt(a, dSs, PST, qr, kk * 16);
+#pragma unroll
+                    for (int nn = 0; nn < DW / 16; nn++) {
+                        typename M::B b0, b1;
+                        M::ldB2t(b0, b1, Ks, ST, wd + nn * 16, kk * 16);
+                        M::mma(dq[2 * nn], a, b0);
+                        M::mma(dq[2 * nn + 1], a, b1);
+                    }
                 }
+                const int qa = i0 + qr + g;
+                float *dst = dq_acc + (sq.lse0(p, b, h) + qa) * p.D;
+#pragma unroll
+                for (int n = 0; n < DW / 8; n++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const int d = wd + n * 8 + 2 * t + (e & 1), row = e < 2 ? 0 : 8;
+                        if (qa + row < sq.lq && d < p.D) atomicAdd(dst + row * p.D + d, dq[n][e]);
+                    }
             }
-            const int qa = i0 + qr + g;
-            float *dst = dq_acc + (sq.lse0(p, b, h) + qa) * p.D;
-#pragma unroll
-            for (int n = 0; n < DW / 8; n++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int d = wd + n * 8 + 2 * t + (e & 1), row = e < 2 ? 0 : 8;
-                    if (qa + row < sq.lq && d < p.D) atomicAdd(dst + row * p.D + d, dq[n][e]);
-                }
         }
         __syncthreads(); // the next step overwrites P^T, dS^T and this buffer
     }
@@ -459,7 +486,8 @@ template <typename T, int DP> __global__ void __launch_bounds__(NT) flash_bwd_dq
         mma_rs<T, BC / 16, DP / 16>(dq, s, Kb, ST); // dQ += dS K
         __syncthreads();
     }
-    cp_wait<0>();
+    cp_wait<0>();    // no key block leaves the Q copy in flight,
+    __syncthreads(); // and other threads' rows of it land where dQ is staged
     store_acc16<T, DP>(dq, p.scale, p.scale, Qs + warp * 16 * ST, // this warp's rows only
                        rows_of<T>(p.dq, p.dq_s, b, h, sq.q0), p.dq_s[2], i0 + warp * 16, sq.lq, p.D, p.vec);
 }
@@ -467,15 +495,24 @@ template <typename T, int DP> __global__ void __launch_bounds__(NT) flash_bwd_dq
 // dK/dV (and the atomic dQ): the split kernel for bf16/f16 D 64 and 128, else flash_bwd_dkdv.
 template <typename T, int DP> constexpr bool use_split() { return sizeof(T) == 2 && (DP == 64 || DP == 128); }
 
+template <typename T, int DP, bool ATOMIC, int WK>
+cudaError_t launch_dkdv2(const fg_k_attn &p, float *dsum, float *dq_acc, cudaStream_t st)
+{
+    using KC = Kv2Cfg<T, DP, WK>;
+    static const cudaError_t a = allow_smem(flash_bwd_dkdv2<T, DP, ATOMIC, WK>, KC::SMEM);
+    if (a != cudaSuccess) return a;
+    const dim3 grid(static_cast<unsigned>(p.B * p.Hkv), static_cast<unsigned>((p.Lk + KC::BK - 1) / KC::BK));
+    flash_bwd_dkdv2<T, DP, ATOMIC, WK><<<grid, KC::NTH, KC::SMEM, st>>>(p, dsum, dq_acc);
+    return cudaGetLastError();
+}
+
 template <typename T, int DP, bool ATOMIC>
 cudaError_t launch_dkdv(const fg_k_attn &p, float *dsum, float *dq_acc, cudaStream_t st)
 {
     if constexpr (use_split<T, DP>()) {
-        using KC = Kv2Cfg<T, DP>;
-        static const cudaError_t a = allow_smem(flash_bwd_dkdv2<T, DP, ATOMIC>, KC::SMEM);
-        if (a != cudaSuccess) return a;
-        const dim3 grid(static_cast<unsigned>(p.B * p.Hkv), static_cast<unsigned>((p.Lk + KC::BK - 1) / KC::BK));
-        flash_bwd_dkdv2<T, DP, ATOMIC><<<grid, KC::NTH, KC::SMEM, st>>>(p, dsum, dq_acc);
+        // D64 without atomics: 4-warp blocks, three an SM (167 registers)
+        if constexpr (DP == 64 && !ATOMIC) return launch_dkdv2<T, DP, ATOMIC, 2>(p, dsum, dq_acc, st);
+        else return launch_dkdv2<T, DP, ATOMIC, 4>(p, dsum, dq_acc, st);
     } else {
         using KC = KvCfg<T, DP>;
         static const cudaError_t a = allow_smem(flash_bwd_dkdv<T, DP, ATOMIC>, KC::SMEM);
@@ -493,7 +530,10 @@ cudaError_t launch_bwd(const fg_k_attn &p, bool det, float *dsum, float *dq_acc,
     flash_bwd_pre<T><<<rgrid, NT, 0, st>>>(p, dsum);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
-    if (det) {
+    // bf16/f16 D64 always takes dq in its own pass: with the small dK/dV blocks
+    // that beats the atomic dq on an H200 at every length measured (1k-8k:
+    // 95-138 against 76-117 TFLOP/s, bench/results)
+    if (det || (use_split<T, DP>() && DP == 64)) {
         if ((e = launch_dkdv<T, DP, false>(p, dsum, nullptr, st)) != cudaSuccess) return e;
         using QC = QCfg<T, DP>;
         static const cudaError_t a2 = allow_smem(flash_bwd_dq<T, DP>, QC::SMEM);

@@ -137,7 +137,8 @@ template <typename T, int DP> __global__ void __launch_bounds__(NT) flash_fwd(co
         mma_rs<T, MT, BC / 16, DP / 16>(acc, s, Vb, ST); // O += P V
         __syncthreads(); // the next prefetch overwrites this buffer
     }
-    cp_wait<0>(); // nkb == 0 leaves the Q copy in flight
+    cp_wait<0>(); // nkb == 0 leaves the Q copy in flight,
+    __syncthreads(); // and other threads' rows of it land where the epilogue stages O
 
     float *lse = p.lse + sq.lse0(p, b, h);
 #pragma unroll

@@ -38,8 +38,10 @@ extern "C" {
  *
  * deterministic: the CUDA backward computes dq in its own pass without
  * atomics, so gradients are bit-identical run to run (default: fp32 atomics
- * for dq, slightly faster; dk and dv never use atomics). The CPU backends are
- * always deterministic.
+ * for dq where that is faster; dk and dv never use atomics). bf16/f16 with
+ * head dim 33..64 always take the separate pass, the faster one there, so
+ * they are deterministic either way. The CPU backends are always
+ * deterministic.
  *
  * flashgrad/attention_raw.h runs the FLASH backend on caller memory (raw
  * pointers and strides, no tensors or autograd). */
