@@ -14,6 +14,8 @@
  * of the caching allocator). Then the flash backend's extra memory at L = 16k
  * and 64k (linear in L: no L x L buffer). Lines starting "CSV," repeat the
  * numbers for bench/attention_vs_torch.py.
+ *   examples/bench_attention --case B,H,L,D,causal,dropout [--deterministic]
+ * times one bf16 case instead (e.g. a training step's 64,6,256,64,1,0.2).
  * Exits 2 without a usable GPU, 1 on an error. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,11 +28,14 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: bench_attention [--quick] [--reps N] [--math-max L] [--help]\n"
+    fprintf(f, "usage: bench_attention [--quick] [--reps N] [--math-max L] [--case B,H,L,D,CAUSAL,P]\n"
+               "                       [--deterministic] [--help]\n"
                "  Times flashgrad's flash and math attention backends (forward, backward) on the GPU.\n"
                "  --quick       lengths 1024..4096 only, 20 timed runs\n"
                "  --reps N      timed runs per measurement (default 30, at least 20)\n"
                "  --math-max L  longest sequence for the math backend (default 4096; it stores L x L)\n"
+               "  --case B,H,L,D,CAUSAL,P   only this bf16 case (CAUSAL 0/1, dropout P)\n"
+               "  --deterministic           the backward without atomics (dq in its own pass)\n"
                "  Exit status: 0 done, 1 error, 2 no usable GPU / built without CUDA.\n");
 }
 
@@ -49,6 +54,7 @@ int main(int argc, char **argv)
 #include <cuda_runtime_api.h>
 
 static int g_reps = 30;
+static bool g_det = false;
 static const int WARM = 3;
 
 #define CK(call)                                                                                                 \
@@ -99,7 +105,8 @@ static result run(const bcase *c, fg_attn_backend be, fg_generator *gen)
         fg_scope_end(outer);
         return r;
     }
-    fg_attention_opts o = {.causal = c->causal, .dropout_p = c->dropout, .backend = be, .generator = gen};
+    fg_attention_opts o = {
+        .causal = c->causal, .dropout_p = c->dropout, .backend = be, .generator = gen, .deterministic = g_det};
     cudaEvent_t ev[3];
     for (int i = 0; i < 3; i++) CK(cudaEventCreate(&ev[i]));
     double *tf = malloc(sizeof(double) * (size_t)g_reps), *tb = malloc(sizeof(double) * (size_t)g_reps);
@@ -176,8 +183,9 @@ static void bench_case(const bcase *c, int64_t math_max, fg_generator *gen)
 
 int main(int argc, char **argv)
 {
-    bool quick = false;
+    bool quick = false, one = false;
     int64_t math_max = 4096;
+    bcase only = {"case", FG_BF16, 0, 0, 0, 0, 0, false, 0};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
@@ -190,6 +198,19 @@ int main(int argc, char **argv)
             if (g_reps < 20) g_reps = 20;
         } else if (!strcmp(argv[i], "--math-max") && i + 1 < argc) {
             math_max = atoll(argv[++i]);
+        } else if (!strcmp(argv[i], "--deterministic")) {
+            g_det = true;
+        } else if (!strcmp(argv[i], "--case") && i + 1 < argc) {
+            long long b, h, l, d;
+            int causal;
+            double p;
+            if (sscanf(argv[++i], "%lld,%lld,%lld,%lld,%d,%lf", &b, &h, &l, &d, &causal, &p) != 6 || b < 1 || h < 1 ||
+                l < 1 || d < 1 || p < 0 || p >= 1) {
+                fprintf(stderr, "bench_attention: --case: expected B,H,L,D,CAUSAL,P, got '%s'\n", argv[i]);
+                return 1;
+            }
+            only = (bcase){"case", FG_BF16, b, h, h, l, d, causal != 0, p};
+            one = true;
         } else {
             fprintf(stderr, "bench_attention: unknown argument '%s'\n", argv[i]);
             usage(stderr);
@@ -207,6 +228,11 @@ int main(int argc, char **argv)
            fg_cuda_device_description(desc, sizeof desc), g_reps, WARM);
     printf("%-14s %6s %3s %7s %4s %-6s | %8s %6s %8s %6s %8s | %8s %8s %9s %6s\n", "case", "L", "B", "Hq/Hkv", "D", "mask",
            "fwd ms", "TF/s", "bwd ms", "TF/s", "xtra MiB", "math fwd", "math bwd", "math MiB", "speed");
+    if (one) {
+        bench_case(&only, math_max, gen);
+        fg_generator_free(gen);
+        return 0;
+    }
     static const int64_t Ls[] = {512, 1024, 2048, 4096, 8192, 16384};
     for (int d = 0; d < 2; d++)
         for (int causal = 0; causal < 2; causal++)
