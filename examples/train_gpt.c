@@ -530,7 +530,9 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
 
     const int64_t start = r->step, tok_per_step = c->accum * c->batch * r->T;
-    double t_mark = now_s(), t_train = 0, ms = NAN, last_acc = NAN;
+    double t_mark = now_s(), t_train = 0, ms = NAN, last_acc = NAN, best_val = INFINITY;
+    const double t_loop = t_mark;
+    int64_t best_step = -1;
     int64_t step_mark = start;
     fg_memory_stats ms0 = {0};
     for (;;) {
@@ -551,6 +553,7 @@ int main(int argc, char **argv)
                 goto done;
             }
             if (r->data.kind == TD_TASK && task_accuracy(r, &acc) != FG_OK) { rc = tg_fail("accuracy"); goto done; }
+            if (vl < best_val) best_val = vl, best_step = r->step;
             last_acc = acc;
             const double lr = r->step > start ? fg_optimizer_get_lr(r->opt) : scheduled_lr(c, r->step);
             char eta[32], accs[32] = "";
@@ -588,6 +591,9 @@ int main(int argc, char **argv)
         printf("trained steps %lld..%lld in %.1f s (%.1f ms/step); live tensors after the first step %lld, at the "
                "end %lld\n", (long long)start, (long long)r->step, t_train, 1e3 * t_train / (double)(r->step - start),
                (long long)ms0.live_tensors, (long long)ms1.live_tensors);
+        const double wall = now_s() - t_loop;
+        printf("best val loss %.4f (step %lld); wall time %.1f s (%.1f s training, %.1f s evaluation%s)\n", best_val,
+               (long long)best_step, wall, t_train, wall - t_train, c->save ? " and checkpoints" : "");
     }
     if (c->save && r->step > start) printf("checkpoint: %s (step %lld)\n", c->save, (long long)r->step);
     if (r->csv) {
