@@ -495,32 +495,26 @@ template <typename T, int DP> __global__ void __launch_bounds__(NT) flash_bwd_dq
 // dK/dV (and the atomic dQ): the split kernel for bf16/f16 D 64 and 128, else flash_bwd_dkdv.
 template <typename T, int DP> constexpr bool use_split() { return sizeof(T) == 2 && (DP == 64 || DP == 128); }
 
-template <typename T, int DP, bool ATOMIC, int WK>
-cudaError_t launch_dkdv2(const fg_k_attn &p, float *dsum, float *dq_acc, cudaStream_t st)
+// One dK/dV kernel with its config KC: a block per (batch, KV head) x KC::BK keys.
+template <typename KC, auto KERNEL>
+cudaError_t launch_kv(const fg_k_attn &p, float *dsum, float *dq_acc, cudaStream_t st)
 {
-    using KC = Kv2Cfg<T, DP, WK>;
-    static const cudaError_t a = allow_smem(flash_bwd_dkdv2<T, DP, ATOMIC, WK>, KC::SMEM);
+    static const cudaError_t a = allow_smem(KERNEL, KC::SMEM);
     if (a != cudaSuccess) return a;
     const dim3 grid(static_cast<unsigned>(p.B * p.Hkv), static_cast<unsigned>((p.Lk + KC::BK - 1) / KC::BK));
-    flash_bwd_dkdv2<T, DP, ATOMIC, WK><<<grid, KC::NTH, KC::SMEM, st>>>(p, dsum, dq_acc);
+    KERNEL<<<grid, KC::NTH, KC::SMEM, st>>>(p, dsum, dq_acc);
     return cudaGetLastError();
 }
 
 template <typename T, int DP, bool ATOMIC>
 cudaError_t launch_dkdv(const fg_k_attn &p, float *dsum, float *dq_acc, cudaStream_t st)
 {
-    if constexpr (use_split<T, DP>()) {
-        // D64 without atomics: 4-warp blocks, three an SM (167 registers)
-        if constexpr (DP == 64 && !ATOMIC) return launch_dkdv2<T, DP, ATOMIC, 2>(p, dsum, dq_acc, st);
-        else return launch_dkdv2<T, DP, ATOMIC, 4>(p, dsum, dq_acc, st);
-    } else {
-        using KC = KvCfg<T, DP>;
-        static const cudaError_t a = allow_smem(flash_bwd_dkdv<T, DP, ATOMIC>, KC::SMEM);
-        if (a != cudaSuccess) return a;
-        const dim3 grid(static_cast<unsigned>(p.B * p.Hkv), static_cast<unsigned>((p.Lk + KC::BK - 1) / KC::BK));
-        flash_bwd_dkdv<T, DP, ATOMIC><<<grid, KC::NTH, KC::SMEM, st>>>(p, dsum, dq_acc);
-    }
-    return cudaGetLastError();
+    if constexpr (use_split<T, DP>() && DP == 64 && !ATOMIC) // 4-warp blocks, three an SM (167 registers)
+        return launch_kv<Kv2Cfg<T, DP, 2>, flash_bwd_dkdv2<T, DP, ATOMIC, 2>>(p, dsum, dq_acc, st);
+    else if constexpr (use_split<T, DP>())
+        return launch_kv<Kv2Cfg<T, DP, 4>, flash_bwd_dkdv2<T, DP, ATOMIC, 4>>(p, dsum, dq_acc, st);
+    else
+        return launch_kv<KvCfg<T, DP>, flash_bwd_dkdv<T, DP, ATOMIC>>(p, dsum, dq_acc, st);
 }
 
 template <typename T, int DP>

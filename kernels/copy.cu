@@ -172,11 +172,7 @@ template <typename S, typename D> int launch_typed(void *dst, const void *src, c
 
 int elem_size(int dt)
 {
-    switch (dt) {
-    case fgk::DT_F32: case fgk::DT_I32: return 4;
-    case fgk::DT_F64: case fgk::DT_I64: return 8;
-    default: return 2;
-    }
+    return fgk::dispatch_dtype(dt, [](auto tag) { return static_cast<int>(sizeof(typename decltype(tag)::type)); });
 }
 
 // Calls f(TypeTag<T>{}) for T in float / bf16 / f16, or returns -1 for other dtypes.
