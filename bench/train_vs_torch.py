@@ -103,14 +103,19 @@ def train_step(model, fwd, opt, x, y):
     return loss
 
 
-def torch_throughput(name, compiled, steps, warm):
+def setup(name, n_batches):
+    """A preset's model (seeded), its AdamW and n_batches random (B, T + 1) token batches on the GPU."""
     cfg = PRESETS[name]
     torch.manual_seed(1337)
     model = GPT(**cfg).cuda().train()
-    fwd = torch.compile(model) if compiled else model
     opt = make_optimizer(model, 6e-4, 0.95)
-    B, T = cfg["batch"], cfg["block"]
-    data = torch.randint(0, cfg["vocab"], (min(64, steps + warm), B, T + 1), device="cuda")
+    data = torch.randint(0, cfg["vocab"], (n_batches, cfg["batch"], cfg["block"] + 1), device="cuda")
+    return model, opt, data, cfg["batch"], cfg["block"]
+
+
+def torch_throughput(name, compiled, steps, warm):
+    model, opt, data, B, T = setup(name, min(64, steps + warm))
+    fwd = torch.compile(model) if compiled else model
     ev = [torch.cuda.Event(enable_timing=True) for _ in range(2)]
     ms = []
     torch.cuda.synchronize()
@@ -138,12 +143,7 @@ def torch_throughput(name, compiled, steps, warm):
 def torch_profile(name, steps=3):
     """Kernel time table of a few eager steps (torch.profiler), for comparing with ncu on bench_train."""
     from torch.profiler import profile, ProfilerActivity
-    cfg = PRESETS[name]
-    torch.manual_seed(1337)
-    model = GPT(**cfg).cuda().train()
-    opt = make_optimizer(model, 6e-4, 0.95)
-    B, T = cfg["batch"], cfg["block"]
-    data = torch.randint(0, cfg["vocab"], (steps + 3, B, T + 1), device="cuda")
+    model, opt, data, B, T = setup(name, steps + 3)
     for it in range(3):
         train_step(model, model, opt, data[it, :, :T], data[it, :, 1:])
     torch.cuda.synchronize()
