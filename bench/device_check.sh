@@ -27,6 +27,16 @@ status=0
   echo "$(basename "$t"): exit $rc, $(grep -hE '^[0-9]+%: Checks' "$out/$(basename "$t").log")"
   [ $rc -eq 0 ] || status=1
 done
+# On a Hopper GPU the bf16/f16 D64/D128 forward runs the wgmma kernel; the
+# attention suites once more with it off keep the mma.sync kernel covered.
+[ "$mode" = --sanitize ] || for t in tests/test_cuda_attention*; do
+  [ -x "$t" ] && [ -f "$t" ] || continue
+  case $t in *.o|*.log|*.trs) continue ;; esac
+  FG_ATTN_NO_WGMMA=1 CK_FORK=no "./$t" > "$out/$(basename "$t")-mma.log" 2>&1
+  rc=$?
+  echo "$(basename "$t") (FG_ATTN_NO_WGMMA=1): exit $rc, $(grep -hE '^[0-9]+%: Checks' "$out/$(basename "$t")-mma.log")"
+  [ $rc -eq 0 ] || status=1
+done
 if [ "$mode" = --sanitize ] && command -v compute-sanitizer >/dev/null; then
   # Sanitizers on the GPU suites, with the caching allocator off (so every
   # buffer is its own allocation) and small sizes (FG_TEST_QUICK). memcheck

@@ -5,8 +5,9 @@
 // (cp.async), keeps the scores, the online-softmax statistics (max m, sum l,
 // in the log2 domain) and the output accumulator in registers, and writes O
 // and LSE = (m + log2 l) ln 2 (+inf for a row that sees no key) at the end.
-// src/cpu/attention.c is the same algorithm in plain C.
-#include "k_flash.cuh"
+// src/cpu/attention.c is the same algorithm in plain C. On Hopper, bf16 / f16
+// with D 64 or 128 take the wgmma kernel of attention_fwd_wg.cu instead.
+#include "k_wgmma.cuh"
 
 namespace {
 using namespace fgk;
@@ -184,6 +185,8 @@ extern "C" int fg_k_flash_fwd(const fg_k_attn *p0, int dtype, void *stream)
     if (!normalize(p0, &p)) return static_cast<int>(cudaErrorInvalidValue);
     if (p.B == 0 || p.Hq == 0 || p.Lq == 0) return 0;
     cudaStream_t st = static_cast<cudaStream_t>(stream);
+    cudaError_t err;
+    if (fg_k_flash_fwd_wg(p, dtype, st, &err)) return static_cast<int>(err);
     switch (dtype) {
     case DT_F32: return static_cast<int>(fwd_dispatch<float>(p, st));
     case DT_BF16: return static_cast<int>(fwd_dispatch<bf16>(p, st));

@@ -4,6 +4,7 @@
 #                        cuRAND are all found, else build CPU-only.
 # --with-cuda-arch=LIST  comma/space separated SM numbers (e.g. 80,90). Default
 #                        80,90 plus PTX for the newest, so newer GPUs JIT it.
+#                        90 builds sm_90a (Hopper's wgmma) and defines FG_WGMMA.
 # Defines FG_HAVE_CUDA, substitutes NVCC, NVCCFLAGS, CUDA_CPPFLAGS, CUDA_LDFLAGS,
 # CUDA_LIBS, and the automake conditional HAVE_CUDA.
 AC_DEFUN([FG_CHECK_CUDA], [
@@ -59,8 +60,13 @@ AC_DEFUN([FG_CHECK_CUDA], [
     fg_last=
     for a in `echo "$with_cuda_arch" | tr ',' ' '`; do
       AS_CASE([$a], [*[[!0-9a]]*|''], [AC_MSG_ERROR([--with-cuda-arch: '$a' is not an SM number such as 80 or 90])])
-      fg_gencode="$fg_gencode -gencode arch=compute_$a,code=sm_$a"
-      fg_cuda_arch_list="$fg_cuda_arch_list sm_$a"
+      AS_CASE([$a],
+        [90|90a], [dnl Hopper: the sm_90a target, for the wgmma attention kernels
+          fg_gencode="$fg_gencode -gencode arch=compute_90a,code=sm_90a -DFG_WGMMA=1"
+          fg_cuda_arch_list="$fg_cuda_arch_list sm_90a"
+          a=90],
+        [fg_gencode="$fg_gencode -gencode arch=compute_$a,code=sm_$a"
+          fg_cuda_arch_list="$fg_cuda_arch_list sm_$a"])
       fg_last=$a
     done
     fg_gencode="$fg_gencode -gencode arch=compute_$fg_last,code=compute_$fg_last"
