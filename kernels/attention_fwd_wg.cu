@@ -223,11 +223,11 @@ template <typename T, int DP, int NWG, int BC, int NS> cudaError_t launch(const 
     return cudaGetLastError();
 }
 
-// 3 consumer warpgroups (192 rows): on an H200 at L 4096 (bf16, B L 16k,
-// H D 2048), D128 with 64-key blocks in 3 stages 391 TFLOP/s (2 warpgroups,
-// 4 stages: 311); D64 with 128-key blocks in 3 stages 318 (64 keys, 4 stages:
-// 305). Issuing S_j+1 before P_j V_j (FA3's in-warpgroup overlap) measured
-// slower with three warpgroups, which already overlap one another.
+// 3 consumer warpgroups (192 rows), 3 stages; 64-key blocks for D128, 128 for
+// D64. On an H200 at L 4096 (bf16, B L 16k, H D 2048, non-causal): 391 TFLOP/s
+// for D128 and 318 for D64. Measured slower: two warpgroups (D128: 311), 64-key
+// blocks (D64: 305), and issuing S_j+1 before P_j V_j in a warpgroup (FA3's
+// overlap; D128: 381), as three warpgroups already overlap one another.
 template <typename T> cudaError_t dispatch(const fg_k_attn &p, cudaStream_t st)
 {
     return p.D == 64 ? launch<T, 64, 3, 128, 3>(p, st) : launch<T, 128, 3, 64, 3>(p, st);
