@@ -19,23 +19,26 @@ export LD_LIBRARY_PATH="$top/$build/lib:$top/_devlibs:/usr/local/cuda/lib64:${LD
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 cd "$top/$build" || exit 1
 status=0
+# run_suite TEST LOG [VAR=value...]: one suite without forking, its Check summary line
+run_suite() {
+  local t=$1 log=$2
+  shift 2
+  env "$@" CK_FORK=no "./$t" > "$log" 2>&1
+  local rc=$?
+  echo "$(basename "$t")${1:+ ($*)}: exit $rc, $(grep -hE '^[0-9]+%: Checks' "$log")"
+  [ $rc -eq 0 ] || status=1
+}
 [ "$mode" = --sanitize ] || for t in tests/test_*; do
   [ -x "$t" ] && [ -f "$t" ] || continue
   case $t in *.o|*.log|*.trs) continue ;; esac
-  CK_FORK=no "./$t" > "$out/$(basename "$t").log" 2>&1
-  rc=$?
-  echo "$(basename "$t"): exit $rc, $(grep -hE '^[0-9]+%: Checks' "$out/$(basename "$t").log")"
-  [ $rc -eq 0 ] || status=1
+  run_suite "$t" "$out/$(basename "$t").log"
 done
 # On a Hopper GPU the bf16/f16 D64/D128 forward runs the wgmma kernel; the
 # attention suites once more with it off keep the mma.sync kernel covered.
 [ "$mode" = --sanitize ] || for t in tests/test_cuda_attention*; do
   [ -x "$t" ] && [ -f "$t" ] || continue
   case $t in *.o|*.log|*.trs) continue ;; esac
-  FG_ATTN_NO_WGMMA=1 CK_FORK=no "./$t" > "$out/$(basename "$t")-mma.log" 2>&1
-  rc=$?
-  echo "$(basename "$t") (FG_ATTN_NO_WGMMA=1): exit $rc, $(grep -hE '^[0-9]+%: Checks' "$out/$(basename "$t")-mma.log")"
-  [ $rc -eq 0 ] || status=1
+  run_suite "$t" "$out/$(basename "$t")-mma.log" FG_ATTN_NO_WGMMA=1
 done
 if [ "$mode" = --sanitize ] && command -v compute-sanitizer >/dev/null; then
   # Sanitizers on the GPU suites, with the caching allocator off (so every

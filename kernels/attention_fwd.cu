@@ -78,62 +78,14 @@ template <typename T, int DP> __global__ void __launch_bounds__(NT) flash_fwd(co
 #pragma unroll
         for (int m = 0; m < MT; m++) zero(s[m]);
         mma_ss<T, MT, DP / 16, BC / 16>(s, Qs, ST, w0 - i0, Kb, ST);
-        // scale into the log2 domain; mask keys past lk or the causal bound
+        // mask keys past lk or the causal bound; online softmax
         const bool edge = j0 + BC > min(ew, sq.lk);
 #pragma unroll
         for (int m = 0; m < MT; m++) {
-#pragma unroll
-            for (int n = 0; n < BC / 8; n++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int col = j0 + n * 8 + 2 * t + (e & 1);
-                    s[m][n][e] = edge && col >= end[m][e >> 1] ? -INFINITY : s[m][n][e] * sl2;
-                }
-            // online softmax
-            float mx[2] = {m_[m][0], m_[m][1]};
-#pragma unroll
-            for (int n = 0; n < BC / 8; n++) {
-                mx[0] = fmaxf(mx[0], fmaxf(s[m][n][0], s[m][n][1]));
-                mx[1] = fmaxf(mx[1], fmaxf(s[m][n][2], s[m][n][3]));
-            }
-            float alpha[2], mu[2], rs[2] = {0.f, 0.f};
-#pragma unroll
-            for (int r = 0; r < 2; r++) {
-                mx[r] = quad_max(mx[r]);
-                mu[r] = mx[r] == -INFINITY ? 0.f : mx[r]; // nothing seen yet: keep exp2 finite
-                alpha[r] = ex2(m_[m][r] - mu[r]);
-                m_[m][r] = mx[r];
-            }
-#pragma unroll
-            for (int n = 0; n < BC / 8; n++) {
-                s[m][n][0] = ex2(s[m][n][0] - mu[0]);
-                s[m][n][1] = ex2(s[m][n][1] - mu[0]);
-                s[m][n][2] = ex2(s[m][n][2] - mu[1]);
-                s[m][n][3] = ex2(s[m][n][3] - mu[1]);
-                rs[0] += s[m][n][0] + s[m][n][1];
-                rs[1] += s[m][n][2] + s[m][n][3];
-            }
-            l[m][0] = l[m][0] * alpha[0] + rs[0];
-            l[m][1] = l[m][1] * alpha[1] + rs[1];
-#pragma unroll
-            for (int n = 0; n < DP / 8; n++) {
-                acc[m][n][0] *= alpha[0];
-                acc[m][n][1] *= alpha[0];
-                acc[m][n][2] *= alpha[1];
-                acc[m][n][3] *= alpha[1];
-            }
-            if (drop.on) { // the sum l is of the undropped probabilities; 1 / (1 - p) comes with 1 / l
-#pragma unroll
-                for (int n = 0; n < BC / 8; n++) {
-                    const int col = j0 + n * 8 + 2 * t;
-                    float2 za, zb;
-                    drop.pair2(row[m][0], row[m][1], col, za, zb);
-                    s[m][n][0] *= za.x;
-                    s[m][n][1] *= za.y;
-                    s[m][n][2] *= zb.x;
-                    s[m][n][3] *= zb.y;
-                }
-            }
+            float alpha[2];
+            softmax_step(s[m], m_[m], l[m], alpha, j0, edge, end[m], sl2);
+            rescale(acc[m], alpha);
+            drop_out(s[m], drop, row[m][0], row[m][1], j0);
         }
         mma_rs<T, MT, BC / 16, DP / 16>(acc, s, Vb, ST); // O += P V
         __syncthreads(); // the next prefetch overwrites this buffer

@@ -96,68 +96,6 @@ __global__ void __launch_bounds__(WgFwdCfg<T, DP, NWG, BC, NS>::NTH, 1) flash_fw
         wg::bar_wait(qbar, 0);
         wg::fence_proxy(); // the copies landed through the generic proxy, wgmma reads through the async one
 
-        // S_j = Q K_j^T into s, masked, scaled to the log2 domain; online softmax:
-        // s becomes P_j (dropped out), m_ / l updated, alpha the rescale of O.
-        auto softmax = [&](float (&s)[BC / 8][4], int j0, float (&alpha)[2]) {
-            const bool edge = j0 + BC > min(ew, sq.lk);
-#pragma unroll
-            for (int n = 0; n < BC / 8; n++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int col = j0 + n * 8 + 2 * t + (e & 1);
-                    s[n][e] = edge && col >= end[e >> 1] ? -INFINITY : s[n][e] * sl2;
-                }
-            float mx[2] = {m_[0], m_[1]}, mu[2], rs[2] = {0.f, 0.f};
-#pragma unroll
-            for (int n = 0; n < BC / 8; n++) {
-                mx[0] = fmaxf(mx[0], fmaxf(s[n][0], s[n][1]));
-                mx[1] = fmaxf(mx[1], fmaxf(s[n][2], s[n][3]));
-            }
-#pragma unroll
-            for (int r = 0; r < 2; r++) {
-                mx[r] = quad_max(mx[r]);
-                mu[r] = mx[r] == -INFINITY ? 0.f : mx[r]; // nothing seen yet: keep exp2 finite
-                alpha[r] = ex2(m_[r] - mu[r]);
-                m_[r] = mx[r];
-            }
-#pragma unroll
-            for (int n = 0; n < BC / 8; n++) {
-                s[n][0] = ex2(s[n][0] - mu[0]);
-                s[n][1] = ex2(s[n][1] - mu[0]);
-                s[n][2] = ex2(s[n][2] - mu[1]);
-                s[n][3] = ex2(s[n][3] - mu[1]);
-                rs[0] += s[n][0] + s[n][1];
-                rs[1] += s[n][2] + s[n][3];
-            }
-            l[0] = l[0] * alpha[0] + rs[0];
-            l[1] = l[1] * alpha[1] + rs[1];
-            if (drop.on) { // the sum l is of the undropped probabilities
-#pragma unroll
-                for (int n = 0; n < BC / 8; n++) {
-                    float2 za, zb;
-                    drop.pair2(row[0], row[1], j0 + n * 8 + 2 * t, za, zb);
-                    s[n][0] *= za.x;
-                    s[n][1] *= za.y;
-                    s[n][2] *= zb.x;
-                    s[n][3] *= zb.y;
-                }
-            }
-        };
-        auto rescale_pack = [&](float (&s)[BC / 8][4], const float (&alpha)[2]) {
-#pragma unroll
-            for (int n = 0; n < DP / 8; n++) {
-                acc[n][0] *= alpha[0];
-                acc[n][1] *= alpha[0];
-                acc[n][2] *= alpha[1];
-                acc[n][3] *= alpha[1];
-            }
-#pragma unroll
-            for (int kk = 0; kk < BC / 16; kk++) {
-                const typename Mma<T>::A a = Mma<T>::from_c(s[2 * kk], s[2 * kk + 1]);
-#pragma unroll
-                for (int e = 0; e < 4; e++) pa[kk][e] = a.x[e];
-            }
-        };
         auto issue_s = [&](float (&s)[BC / 8][4], int st) {
             const T *Kb = Ks + st * BC * DP;
 #pragma unroll
@@ -186,8 +124,15 @@ __global__ void __launch_bounds__(WgFwdCfg<T, DP, NWG, BC, NS>::NTH, 1) flash_fw
             wg::commit();
             wg::wait<0>();
             wg::pin(s);
-            softmax(s, jb * BC, alpha);
-            rescale_pack(s, alpha);
+            softmax_step(s, m_, l, alpha, jb * BC, jb * BC + BC > min(ew, sq.lk), end, sl2);
+            drop_out(s, drop, row[0], row[1], jb * BC);
+            rescale(acc, alpha);
+#pragma unroll
+            for (int kk = 0; kk < BC / 16; kk++) {
+                const typename Mma<T>::A a = Mma<T>::from_c(s[2 * kk], s[2 * kk + 1]);
+#pragma unroll
+                for (int e = 0; e < 4; e++) pa[kk][e] = a.x[e];
+            }
             wg::pin(acc);
             wg::fence();
             issue_pv(st);

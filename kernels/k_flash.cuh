@@ -264,10 +264,12 @@ template <int N> __device__ __forceinline__ void zero(float (&c)[N][4])
 }
 
 // c (16 MT x 16 NB) += A B: A is rows r0..r0+16 MT-1, columns 0..16 KB of the
-// row-major As; B (16 KB x 16 NB) is stored as Bs[n][k]. Each B fragment
-// loaded feeds MT products (more rows per warp: less shared-memory traffic).
-template <typename T, int MT, int KB, int NB>
-__device__ __forceinline__ void mma_ss(float (&c)[MT][2 * NB][4], const T *As, int ast, int r0, const T *Bs, int bst)
+// row-major As; B (16 KB x 16 NB) is stored as Bs[n][k] (BT: as Bs[k][n],
+// columns from n0). Each B fragment loaded feeds MT products (more rows per
+// warp: less shared-memory traffic).
+template <typename T, int MT, int KB, int NB, bool BT = false>
+__device__ __forceinline__ void mma_ss(float (&c)[MT][2 * NB][4], const T *As, int ast, int r0, const T *Bs, int bst,
+                                       int n0 = 0)
 {
     using M = Mma<T>;
 #pragma unroll
@@ -278,7 +280,10 @@ __device__ __forceinline__ void mma_ss(float (&c)[MT][2 * NB][4], const T *As, i
 #pragma unroll
         for (int nn = 0; nn < NB; nn++) {
             typename M::B b0, b1;
-            M::ldB2(b0, b1, Bs, bst, nn * 16, kk * 16);
+            if constexpr (BT)
+                M::ldB2t(b0, b1, Bs, bst, n0 + nn * 16, kk * 16);
+            else
+                M::ldB2(b0, b1, Bs, bst, n0 + nn * 16, kk * 16);
 #pragma unroll
             for (int m = 0; m < MT; m++) {
                 M::mma(c[m][2 * nn], a[m], b0);
@@ -325,29 +330,13 @@ __device__ __forceinline__ void mma_rs(float (&c)[2 * NB][4], const float (&pc)[
                          reinterpret_cast<const float(&)[1][2 * KB][4]>(pc), Bs, bst, n0);
 }
 
-// c (16 MT x 16 NB) += A B with A from shared memory as in mma_ss and B
-// stored as Bs[k][n], columns from n0 (e.g. dV += P^T dO with P^T in shared memory).
+// mma_ss with B stored as Bs[k][n], columns from n0 (e.g. dV += P^T dO with
+// P^T in shared memory).
 template <typename T, int MT, int KB, int NB>
 __device__ __forceinline__ void mma_ss_bt(float (&c)[MT][2 * NB][4], const T *As, int ast, int r0, const T *Bs,
                                           int bst, int n0)
 {
-    using M = Mma<T>;
-#pragma unroll
-    for (int kk = 0; kk < KB; kk++) {
-        typename M::A a[MT];
-#pragma unroll
-        for (int m = 0; m < MT; m++) M::ldA(a[m], As, ast, r0 + 16 * m, kk * 16);
-#pragma unroll
-        for (int nn = 0; nn < NB; nn++) {
-            typename M::B b0, b1;
-            M::ldB2t(b0, b1, Bs, bst, n0 + nn * 16, kk * 16);
-#pragma unroll
-            for (int m = 0; m < MT; m++) {
-                M::mma(c[m][2 * nn], a[m], b0);
-                M::mma(c[m][2 * nn + 1], a[m], b1);
-            }
-        }
-    }
+    mma_ss<T, MT, KB, NB, true>(c, As, ast, r0, Bs, bst, n0);
 }
 
 // A 16 x 8 N accumulator tile (rows row0 + g, + 8; columns col0 + 8n + 2t, + 1)
@@ -506,6 +495,75 @@ __device__ __forceinline__ float quad_sum(float v)
 {
     v += __shfl_xor_sync(0xffffffffu, v, 1);
     return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+// One key block of the forward's online softmax for a warp's 16 rows (this
+// thread's two rows see keys below end[0], end[1]): s (16 x 8 NC scores of
+// keys j0..) is masked where edge, scaled into the log2 domain and becomes P;
+// the running max m and sum l are updated and alpha is what rescales O.
+template <int NC>
+__device__ __forceinline__ void softmax_step(float (&s)[NC][4], float (&m)[2], float (&l)[2], float (&alpha)[2], int j0,
+                                             bool edge, const int (&end)[2], float sl2)
+{
+    const int t = threadIdx.x & 3;
+#pragma unroll
+    for (int n = 0; n < NC; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int col = j0 + n * 8 + 2 * t + (e & 1);
+            s[n][e] = edge && col >= end[e >> 1] ? -INFINITY : s[n][e] * sl2;
+        }
+    float mx[2] = {m[0], m[1]}, mu[2], rs[2] = {0.f, 0.f};
+#pragma unroll
+    for (int n = 0; n < NC; n++) {
+        mx[0] = fmaxf(mx[0], fmaxf(s[n][0], s[n][1]));
+        mx[1] = fmaxf(mx[1], fmaxf(s[n][2], s[n][3]));
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        mx[r] = quad_max(mx[r]);
+        mu[r] = mx[r] == -INFINITY ? 0.f : mx[r]; // nothing seen yet: keep exp2 finite
+        alpha[r] = ex2(m[r] - mu[r]);
+        m[r] = mx[r];
+    }
+#pragma unroll
+    for (int n = 0; n < NC; n++) {
+        s[n][0] = ex2(s[n][0] - mu[0]);
+        s[n][1] = ex2(s[n][1] - mu[0]);
+        s[n][2] = ex2(s[n][2] - mu[1]);
+        s[n][3] = ex2(s[n][3] - mu[1]);
+        rs[0] += s[n][0] + s[n][1];
+        rs[1] += s[n][2] + s[n][3];
+    }
+    l[0] = l[0] * alpha[0] + rs[0];
+    l[1] = l[1] * alpha[1] + rs[1];
+}
+// P (16 x 8 NC, keys j0.., rows ra, rb) times the dropout mask, after
+// softmax_step: the sum l is of the undropped probabilities; 1 / (1 - p) comes with 1 / l.
+template <int NC> __device__ __forceinline__ void drop_out(float (&s)[NC][4], const Dropout &drop, int ra, int rb, int j0)
+{
+    if (!drop.on) return;
+    const int t = threadIdx.x & 3;
+#pragma unroll
+    for (int n = 0; n < NC; n++) {
+        float2 za, zb;
+        drop.pair2(ra, rb, j0 + n * 8 + 2 * t, za, zb);
+        s[n][0] *= za.x;
+        s[n][1] *= za.y;
+        s[n][2] *= zb.x;
+        s[n][3] *= zb.y;
+    }
+}
+// O (16 x 8 N) times alpha, row by row.
+template <int N> __device__ __forceinline__ void rescale(float (&o)[N][4], const float (&alpha)[2])
+{
+#pragma unroll
+    for (int n = 0; n < N; n++) {
+        o[n][0] *= alpha[0];
+        o[n][1] *= alpha[0];
+        o[n][2] *= alpha[1];
+        o[n][3] *= alpha[1];
+    }
 }
 
 // Sets the dynamic shared-memory limit of kernel once per process.

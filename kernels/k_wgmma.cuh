@@ -131,8 +131,6 @@ __device__ __forceinline__ void bar_wait(uint64_t *b, int parity)
 // kernel has a register cap at entry (__launch_bounds__(threads, 1)).
 template <int R> __device__ __forceinline__ void setmaxnreg_inc() { asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(R)); }
 template <int R> __device__ __forceinline__ void setmaxnreg_dec() { asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(R)); }
-// Barrier among the first n threads of the block (id 1..15; 0 is __syncthreads).
-__device__ __forceinline__ void bar_named(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
 
 // A warp's 16 x DP accumulator (rows g scaled by sa, g + 8 by sb) to rows
 // [row0, row0 + 16) of g (row stride ld, 16-byte aligned rows; rows >= nrows
