@@ -13,7 +13,7 @@ def outs(N):
         lines.append("                  " + ", ".join(items[k:k+8]))
     return ",\n".join(lines)
 out = []
-for N in (64, 128):
+for N in (32, 64, 128):
     nr = N // 2
     for ty, tname in (("bf16", "bf16"), ("f16", "f16")):
         # SS

@@ -15,7 +15,7 @@
 //     walks the key blocks like the forward, dQ += dS K in registers (two
 //     products more than the atomic path, no atomics).
 // Dropout multiplies P by the regenerated mask where P meets V or dO V^T.
-#include "k_flash.cuh"
+#include "k_wgmma.cuh"
 
 namespace {
 using namespace fgk;
@@ -58,15 +58,21 @@ template <typename T> __global__ void __launch_bounds__(NT) flash_bwd_pre(const 
     }
 }
 
-// dq = scale * acc, from the fp32 accumulator (rows laid out like lse, times D).
-template <typename T> __global__ void __launch_bounds__(NT) flash_bwd_dq_convert(const fg_k_attn p, const float *acc)
+// dq = scale * acc, from the fp32 accumulator (rows laid out like lse, times
+// D; SWZ: chunks swizzled as the wgmma kernel writes them, dq_acc_index).
+template <typename T, bool SWZ>
+__global__ void __launch_bounds__(NT) flash_bwd_dq_convert(const fg_k_attn p, const float *acc)
 {
     const int b = blockIdx.x / p.Hq, h = blockIdx.x % p.Hq, i0 = blockIdx.y * ROWS;
     const Seq sq(p, b);
     const int n = (min(sq.lq, i0 + ROWS) - i0) * p.D;
     T *dq = rows_of<T>(p.dq, p.dq_s, b, h, sq.q0 + i0);
-    const float *a = acc + (sq.lse0(p, b, h) + i0) * p.D;
-    for (int idx = threadIdx.x; idx < n; idx += NT) put(dq[(idx / p.D) * p.dq_s[2] + idx % p.D], a[idx] * p.scale);
+    const int64_t r0 = sq.lse0(p, b, h) + i0;
+    for (int idx = threadIdx.x; idx < n; idx += NT) {
+        const int r = idx / p.D, d = idx % p.D;
+        const float v = SWZ ? acc[dq_acc_index(r0 + r, d, p.D)] : acc[r0 * p.D + idx];
+        put(dq[r * p.dq_s[2] + d], v * p.scale);
+    }
 }
 
 // The query side a dK/dV block walks: every query block (BQ rows) of every
@@ -517,39 +523,56 @@ cudaError_t launch_dkdv(const fg_k_attn &p, float *dsum, float *dq_acc, cudaStre
         return launch_kv<KvCfg<T, DP>, flash_bwd_dkdv<T, DP, ATOMIC>>(p, dsum, dq_acc, st);
 }
 
+template <typename T, int DP> cudaError_t launch_dq(const fg_k_attn &p, float *dsum, cudaStream_t st)
+{
+    using QC = QCfg<T, DP>;
+    static const cudaError_t a = allow_smem(flash_bwd_dq<T, DP>, QC::SMEM);
+    if (a != cudaSuccess) return a;
+    const dim3 qgrid(static_cast<unsigned>(p.B * p.Hq), static_cast<unsigned>((p.Lq + QC::BR - 1) / QC::BR));
+    flash_bwd_dq<T, DP><<<qgrid, NT, QC::SMEM, st>>>(p, dsum);
+    return cudaGetLastError();
+}
+
 template <typename T, int DP>
-cudaError_t launch_bwd(const fg_k_attn &p, bool det, float *dsum, float *dq_acc, cudaStream_t st)
+cudaError_t launch_bwd(const fg_k_attn &p, int dtype, bool det, float *dsum, float *dq_acc, cudaStream_t st)
 {
     const dim3 rgrid(static_cast<unsigned>(p.B * p.Hq), static_cast<unsigned>((p.Lq + ROWS - 1) / ROWS));
     flash_bwd_pre<T><<<rgrid, NT, 0, st>>>(p, dsum);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
+    // Hopper, bf16/f16 D64/D128: the wgmma dK/dV kernel, which also reduces dQ
+    // into the accumulator unless deterministic (then flash_bwd_dq runs).
+    if constexpr (use_split<T, DP>()) {
+        cudaError_t we = cudaSuccess;
+        if (fg_k_flash_bwd_wg(p, dtype, dsum, det ? nullptr : dq_acc, st, &we)) {
+            if (we != cudaSuccess) return we;
+            if (det) return launch_dq<T, DP>(p, dsum, st);
+            flash_bwd_dq_convert<T, true><<<rgrid, NT, 0, st>>>(p, dq_acc);
+            return cudaGetLastError();
+        }
+    }
     // bf16/f16 D64 always takes dq in its own pass: with the small dK/dV blocks
     // that beats the atomic dq on an H200 at every length measured (1k-8k:
     // 95-138 against 76-117 TFLOP/s, bench/results)
     if (det || (use_split<T, DP>() && DP == 64)) {
         if ((e = launch_dkdv<T, DP, false>(p, dsum, nullptr, st)) != cudaSuccess) return e;
-        using QC = QCfg<T, DP>;
-        static const cudaError_t a2 = allow_smem(flash_bwd_dq<T, DP>, QC::SMEM);
-        if (a2 != cudaSuccess) return a2;
-        const dim3 qgrid(static_cast<unsigned>(p.B * p.Hq), static_cast<unsigned>((p.Lq + QC::BR - 1) / QC::BR));
-        flash_bwd_dq<T, DP><<<qgrid, NT, QC::SMEM, st>>>(p, dsum);
-        return cudaGetLastError();
+        return launch_dq<T, DP>(p, dsum, st);
     }
     if ((e = cudaMemsetAsync(dq_acc, 0, sizeof(float) * static_cast<size_t>(p.lse_n) * p.D, st)) != cudaSuccess)
         return e;
     if ((e = launch_dkdv<T, DP, true>(p, dsum, dq_acc, st)) != cudaSuccess) return e;
-    flash_bwd_dq_convert<T><<<rgrid, NT, 0, st>>>(p, dq_acc);
+    flash_bwd_dq_convert<T, false><<<rgrid, NT, 0, st>>>(p, dq_acc);
     return cudaGetLastError();
 }
 
-template <typename T> cudaError_t bwd_dispatch(const fg_k_attn &p, bool det, float *dsum, float *dq_acc, cudaStream_t st)
+template <typename T>
+cudaError_t bwd_dispatch(const fg_k_attn &p, int dtype, bool det, float *dsum, float *dq_acc, cudaStream_t st)
 {
     switch (padded_dim(p.D)) {
-    case 32: return launch_bwd<T, 32>(p, det, dsum, dq_acc, st);
-    case 64: return launch_bwd<T, 64>(p, det, dsum, dq_acc, st);
-    case 128: return launch_bwd<T, 128>(p, det, dsum, dq_acc, st);
-    default: return launch_bwd<T, 256>(p, det, dsum, dq_acc, st);
+    case 32: return launch_bwd<T, 32>(p, dtype, det, dsum, dq_acc, st);
+    case 64: return launch_bwd<T, 64>(p, dtype, det, dsum, dq_acc, st);
+    case 128: return launch_bwd<T, 128>(p, dtype, det, dsum, dq_acc, st);
+    default: return launch_bwd<T, 256>(p, dtype, det, dsum, dq_acc, st);
     }
 }
 
@@ -580,9 +603,9 @@ extern "C" int fg_k_flash_bwd(const fg_k_attn *p0, int dtype, int deterministic,
     float *dq_acc = reinterpret_cast<float *>(static_cast<char *>(scratch) + dsum_bytes(p));
     const bool det = deterministic != 0;
     switch (dtype) {
-    case DT_F32: return static_cast<int>(bwd_dispatch<float>(p, det, dsum, dq_acc, st));
-    case DT_BF16: return static_cast<int>(bwd_dispatch<bf16>(p, det, dsum, dq_acc, st));
-    case DT_F16: return static_cast<int>(bwd_dispatch<f16>(p, det, dsum, dq_acc, st));
+    case DT_F32: return static_cast<int>(bwd_dispatch<float>(p, dtype, det, dsum, dq_acc, st));
+    case DT_BF16: return static_cast<int>(bwd_dispatch<bf16>(p, dtype, det, dsum, dq_acc, st));
+    case DT_F16: return static_cast<int>(bwd_dispatch<f16>(p, dtype, det, dsum, dq_acc, st));
     default: return static_cast<int>(cudaErrorInvalidValue);
     }
 }

@@ -53,8 +53,10 @@ template <int N> __device__ __forceinline__ void pin(float (&d)[N][4])
 template <typename T, int N, int TA, int TB>
 __device__ __forceinline__ void mma_ss(float (&d)[N / 8][4], uint64_t a, uint64_t b, int acc)
 {
-    static_assert(N == 64 || N == 128, "wgmma tile width");
-    if constexpr (N == 64)
+    static_assert(N == 32 || N == 64 || N == 128, "wgmma tile width");
+    if constexpr (N == 32)
+        ss32<TA, TB>(d, a, b, acc, static_cast<T *>(nullptr));
+    else if constexpr (N == 64)
         ss64<TA, TB>(d, a, b, acc, static_cast<T *>(nullptr));
     else
         ss128<TA, TB>(d, a, b, acc, static_cast<T *>(nullptr));
@@ -63,8 +65,10 @@ __device__ __forceinline__ void mma_ss(float (&d)[N / 8][4], uint64_t a, uint64_
 template <typename T, int N, int TB>
 __device__ __forceinline__ void mma_rs(float (&d)[N / 8][4], const uint32_t (&a)[4], uint64_t b, int acc)
 {
-    static_assert(N == 64 || N == 128, "wgmma tile width");
-    if constexpr (N == 64)
+    static_assert(N == 32 || N == 64 || N == 128, "wgmma tile width");
+    if constexpr (N == 32)
+        rs32<TB>(d, a, b, acc, static_cast<T *>(nullptr));
+    else if constexpr (N == 64)
         rs64<TB>(d, a, b, acc, static_cast<T *>(nullptr));
     else
         rs128<TB>(d, a, b, acc, static_cast<T *>(nullptr));
@@ -132,6 +136,25 @@ __device__ __forceinline__ void bar_wait(uint64_t *b, int parity)
 template <int R> __device__ __forceinline__ void setmaxnreg_inc() { asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(R)); }
 template <int R> __device__ __forceinline__ void setmaxnreg_dec() { asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(R)); }
 
+// Named barrier id among the first n threads of the block (id 0 is
+// __syncthreads): the consumer warpgroups sync without the producer.
+__device__ __forceinline__ void bar_named(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
+
+// Bulk asynchronous reduction (the copy engine): adds bytes / 4 floats at s
+// (shared, 16-byte aligned, made visible with fence_proxy) to g (global,
+// 16-byte aligned), in this thread's bulk group.
+__device__ __forceinline__ void bulk_add_f32(float *g, const float *s, uint32_t bytes)
+{
+    asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(g),
+                 "r"(flash::smem_u32(s)), "r"(bytes)
+                 : "memory");
+}
+__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+// Waits until at most N of this thread's bulk groups still read their source.
+template <int N> __device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(N) : "memory"); }
+// Waits until at most N of this thread's bulk groups are still in flight.
+template <int N> __device__ __forceinline__ void bulk_wait() { asm volatile("cp.async.bulk.wait_group %0;\n" ::"n"(N) : "memory"); }
+
 // A warp's 16 x DP accumulator (rows g scaled by sa, g + 8 by sb) to rows
 // [row0, row0 + 16) of g (row stride ld, 16-byte aligned rows; rows >= nrows
 // skipped), staged through rows r0..r0+15 of the swizzled tile s (ROWS rows),
@@ -167,5 +190,19 @@ bool fg_wgmma_usable();
 // or 128, vec, fg_wgmma_usable(). Returns true and the launch status in *err;
 // false when the mma.sync kernels are to run instead.
 bool fg_k_flash_fwd_wg(const fg_k_attn &p, int dtype, cudaStream_t st, cudaError_t *err);
+// The wgmma dK/dV kernel (attention_bwd_wg.cu) for bf16 / f16, D 64 or 128,
+// vec, after the dsum pre-pass: writes dk and dv and, when dq_acc is set, adds
+// dS K into it (fp32, zeroed here first; rows laid out like lse times D,
+// the 16-byte chunks of row r xor-swizzled by r % 8: dq_acc_index below).
+// Returns false when it does not apply (the mma.sync kernels run instead).
+bool fg_k_flash_bwd_wg(const fg_k_attn &p, int dtype, const float *dsum, float *dq_acc, cudaStream_t st,
+                       cudaError_t *err);
+// Where element (row r, column d) of a dq accumulator of rows D wide lives
+// (D a multiple of 32): its 4-float chunks swizzled by the row, so that the
+// kernel's fragment stores into the staging tile are free of bank conflicts.
+__host__ __device__ __forceinline__ int64_t dq_acc_index(int64_t r, int d, int D)
+{
+    return r * D + ((((d >> 2) ^ static_cast<int>(r & 7)) << 2) | (d & 3));
+}
 
 #endif
