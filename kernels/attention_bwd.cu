@@ -15,6 +15,9 @@
 //     walks the key blocks like the forward, dQ += dS K in registers (two
 //     products more than the atomic path, no atomics).
 // Dropout multiplies P by the regenerated mask where P meets V or dO V^T.
+// On Hopper (sm_90a build), bf16/f16 D64/D128 replace 2.-4. by the wgmma
+// kernel of attention_bwd_wg.cu (dK/dV, and dQ through its bulk reduction
+// into the accumulator, which 3. converts; deterministic: 4. for dQ).
 #include "k_wgmma.cuh"
 
 namespace {

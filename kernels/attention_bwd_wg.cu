@@ -12,10 +12,12 @@
 //   dV  += (P^T z) dO,  dK += dS^T Q               (A from registers, dO / Q MN-major)
 // and, unless dq_acc is null, the block's dQ tile (BQ x D) = dS K: every
 // warpgroup writes its dS^T rows to shared memory, then each computes a
-// 64 x DQN piece (dS read MN-major, K MN-major) into an fp32 staging tile,
-// which one thread adds to the fp32 accumulator with the copy engine's bulk
-// reduction (cp.reduce.async.bulk): no per-element atomics, and the next
-// query block overlaps the reduction. Same masking (causal bottom-right,
+// 64 x DQN piece (dS read MN-major, K MN-major) into an fp32 staging tile
+// (two, alternating), which one thread adds to the fp32 accumulator with the
+// copy engine's bulk reduction (cp.reduce.async.bulk): no per-element
+// atomics, and the next query block overlaps the reduction. Blocks with
+// neither a mask nor dropout (most of them) take a short element-wise path:
+// its instructions, not the products, bounded the first version. Same masking (causal bottom-right,
 // key padding, varlen), dropout mask (Dropout::quad) and results as
 // flash_bwd_dkdv2 in attention_bwd.cu.
 #include "k_wgmma.cuh"
@@ -25,6 +27,7 @@ using namespace fgk;
 using namespace fgk::flash;
 
 template <typename T, int DP, int NWG, int BQ, int NS> struct WgBwdCfg {
+    static constexpr int DQB = 2; // dQ staging tiles: one is reduced while the next fills
     static constexpr int NTH = 128 * (NWG + 1), BK = 64 * NWG;
     // dQ (BQ x DP): QR row groups of 64 times CG column groups of DQN, one a warpgroup
     static constexpr int QR = BQ / 64, CG = NWG / QR, DQN = DP / CG;
@@ -34,7 +37,7 @@ template <typename T, int DP, int NWG, int BQ, int NS> struct WgBwdCfg {
     static_assert(PREG >= 24 && CREG <= 256 && PREG % 8 == 0, "setmaxnreg takes 24..256 in steps of 8");
     // K, V; NS x (Q, dO); dS^T (BK, BQ); then fp32: dQ staging (BQ, DP), NS x (lse, dsum)
     static constexpr size_t TILES = sizeof(T) * (2 * BK * DP + 2 * NS * BQ * DP + BK * BQ);
-    static constexpr size_t FLOATS = sizeof(float) * (BQ * DP + 2 * NS * BQ);
+    static constexpr size_t FLOATS = sizeof(float) * (DQB * BQ * DP + 2 * NS * BQ);
     static constexpr size_t SMEM = TILES + FLOATS + sizeof(uint64_t) * (2 * NS + 1) + 1024;
     static_assert(SMEM <= 227 * 1024, "shared memory of one block");
 };
@@ -51,15 +54,15 @@ __global__ void __launch_bounds__(WgBwdCfg<T, DP, NWG, BQ, NS>::NTH, 1)
 {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     using C = WgBwdCfg<T, DP, NWG, BQ, NS>;
-    constexpr int BK = C::BK, NC = 128 * NWG; // NC consumer threads
+    constexpr int DQB = C::DQB, BK = C::BK, NC = 128 * NWG; // NC consumer threads
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T *Ks = align1024<T>(smem_raw);     // (BK, DP) swizzled
     T *Vs = Ks + BK * DP;               // (BK, DP)
     T *Qs = Vs + BK * DP;               // NS x (BQ, DP)
     T *dOs = Qs + NS * BQ * DP;         // NS x (BQ, DP)
     T *dSs = dOs + NS * BQ * DP;        // (BK, BQ): dS^T
-    float *dQs = reinterpret_cast<float *>(dSs + BK * BQ); // (BQ, DP), chunks swizzled as dq_acc
-    float *lse_s = dQs + BQ * DP;       // NS x BQ, log2 domain, +inf past lq
+    float *dQs0 = reinterpret_cast<float *>(dSs + BK * BQ); // DQB x (BQ, DP), chunks swizzled as dq_acc
+    float *lse_s = dQs0 + DQB * BQ * DP;       // NS x BQ, log2 domain, +inf past lq
     float *dsum_s = lse_s + NS * BQ;    // NS x BQ
     uint64_t *full = reinterpret_cast<uint64_t *>(dsum_s + NS * BQ), *empty = full + NS, *kvbar = empty + NS;
 
@@ -123,12 +126,20 @@ __global__ void __launch_bounds__(WgBwdCfg<T, DP, NWG, BQ, NS>::NTH, 1)
         float dk[DP / 8][4], dv[DP / 8][4];
         zero(dk);
         zero(dv);
+        // operand descriptors, made once: A = this warpgroup's K / V rows
+        // (K-major); B = stage 0's Q / dO, K-major for S^T / dP^T, MN-major
+        // for dK / dV; dQ's A = its dS rows (MN-major), B = K's columns dq_c0..
+        constexpr uint64_t STAGE = BQ * DP * sizeof(T) / 16;
+        const uint64_t k_a = wg::desc_k0(Ks + wk * 64), v_a = wg::desc_k0(Vs + wk * 64);
+        const uint64_t q_k0 = wg::desc_k0(Qs), do_k0 = wg::desc_k0(dOs);
+        const uint64_t q_mn0 = wg::desc_mn0<BQ>(Qs), do_mn0 = wg::desc_mn0<BQ>(dOs);
+        const uint64_t ds_a = wg::desc_mn0<BK>(dSs + qr * BK * 64);
+        const uint64_t kq_b = wg::desc_mn0<BK>(Ks + dq_c0 / 64 * BK * 64 + dq_c0 % 64);
         wg::bar_wait(kvbar, 0);
         wg::fence_proxy();
 
         for (int it = 0; it < total; it++) {
             const int st = it % NS, h = head(it), i0 = row0(it), bh = b * p.Hq + h;
-            const T *Qb = Qs + st * BQ * DP, *dOb = dOs + st * BQ * DP;
             const float *lse_b = lse_s + st * BQ, *dsum_b = dsum_s + st * BQ;
             wg::bar_wait(full + st, (it / NS) & 1);
             wg::fence_proxy();
@@ -139,12 +150,13 @@ __global__ void __launch_bounds__(WgBwdCfg<T, DP, NWG, BQ, NS>::NTH, 1)
             wg::pin(s);
             wg::pin(dp);
             wg::fence();
+            const uint64_t q_k = q_k0 + st * STAGE, do_k = do_k0 + st * STAGE;
 #pragma unroll
             for (int kk = 0; kk < DP / 16; kk++)
-                wg::mma_ss<T, BQ, 0, 0>(s, wg::desc_k<BK>(Ks, wk, kk), wg::desc_k<BQ>(Qb, 0, kk), 1);
+                wg::mma_ss<T, BQ, 0, 0>(s, k_a + wg::k_step<BK, T>(kk), q_k + wg::k_step<BQ, T>(kk), 1);
 #pragma unroll
             for (int kk = 0; kk < DP / 16; kk++)
-                wg::mma_ss<T, BQ, 0, 0>(dp, wg::desc_k<BK>(Vs, wk, kk), wg::desc_k<BQ>(dOb, 0, kk), 1);
+                wg::mma_ss<T, BQ, 0, 0>(dp, v_a + wg::k_step<BK, T>(kk), do_k + wg::k_step<BQ, T>(kk), 1);
             wg::commit();
             wg::wait<0>();
             wg::pin(s);
@@ -153,20 +165,33 @@ __global__ void __launch_bounds__(WgBwdCfg<T, DP, NWG, BQ, NS>::NTH, 1)
             // P^T z into s, dS^T into dp; a key is visible to query i when key < key_end(i)
             const bool edge = j0 + BK > sq.lk || (sq.causal && j0 + BK > sq.key_end(i0));
             const Dropout drop(p, bh);
+            if (!edge && !drop.on) { // most blocks: every key visible, no mask
 #pragma unroll
-            for (int n = 0; n < BQ / 8; n++) {
-                const int qc = n * 8 + 2 * t;
-                const float2 l2 = *reinterpret_cast<const float2 *>(lse_b + qc);
-                const float2 ds = *reinterpret_cast<const float2 *>(dsum_b + qc);
-                float z[4] = {1.f, 1.f, 1.f, 1.f};
-                if (drop.on) drop.quad(i0 + qc, ka, ka + 8, z);
+                for (int n = 0; n < BQ / 8; n++) {
+                    const float2 l2 = *reinterpret_cast<const float2 *>(lse_b + n * 8 + 2 * t);
+                    const float2 ds = *reinterpret_cast<const float2 *>(dsum_b + n * 8 + 2 * t);
 #pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int key = ka + (e < 2 ? 0 : 8), q = i0 + qc + (e & 1);
-                    const bool vis = !edge || key < sq.key_end(q);
-                    const float pr = vis ? ex2(s[n][e] * sl2 - ((e & 1) ? l2.y : l2.x)) : 0.f;
-                    s[n][e] = pr * z[e];
-                    dp[n][e] = pr * (dp[n][e] * z[e] * drop.scale - ((e & 1) ? ds.y : ds.x));
+                    for (int e = 0; e < 4; e++) {
+                        s[n][e] = ex2(fmaf(s[n][e], sl2, -((e & 1) ? l2.y : l2.x)));
+                        dp[n][e] = s[n][e] * (dp[n][e] - ((e & 1) ? ds.y : ds.x));
+                    }
+                }
+            } else {
+#pragma unroll
+                for (int n = 0; n < BQ / 8; n++) {
+                    const int qc = n * 8 + 2 * t;
+                    const float2 l2 = *reinterpret_cast<const float2 *>(lse_b + qc);
+                    const float2 ds = *reinterpret_cast<const float2 *>(dsum_b + qc);
+                    float z[4] = {1.f, 1.f, 1.f, 1.f};
+                    if (drop.on) drop.quad(i0 + qc, ka, ka + 8, z);
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const int key = ka + (e < 2 ? 0 : 8), q = i0 + qc + (e & 1);
+                        const bool vis = !edge || key < sq.key_end(q);
+                        const float pr = vis ? ex2(s[n][e] * sl2 - ((e & 1) ? l2.y : l2.x)) : 0.f;
+                        s[n][e] = pr * z[e];
+                        dp[n][e] = pr * (dp[n][e] * z[e] * drop.scale - ((e & 1) ? ds.y : ds.x));
+                    }
                 }
             }
             uint32_t pa[BQ / 16][4], da[BQ / 16][4]; // P^T z and dS^T as A fragments
@@ -184,9 +209,11 @@ __global__ void __launch_bounds__(WgBwdCfg<T, DP, NWG, BQ, NS>::NTH, 1)
             wg::pin(dk);
             wg::fence();
 #pragma unroll
-            for (int kk = 0; kk < BQ / 16; kk++) wg::mma_rs<T, DP, 1>(dv, pa[kk], wg::desc_mn<BQ>(dOb, kk), 1);
+            for (int kk = 0; kk < BQ / 16; kk++)
+                wg::mma_rs<T, DP, 1>(dv, pa[kk], do_mn0 + st * STAGE + wg::mn_step<T>(kk), 1);
 #pragma unroll
-            for (int kk = 0; kk < BQ / 16; kk++) wg::mma_rs<T, DP, 1>(dk, da[kk], wg::desc_mn<BQ>(Qb, kk), 1);
+            for (int kk = 0; kk < BQ / 16; kk++)
+                wg::mma_rs<T, DP, 1>(dk, da[kk], q_mn0 + st * STAGE + wg::mn_step<T>(kk), 1);
             wg::commit();
 
             if (dq_acc) {
@@ -199,7 +226,8 @@ __global__ void __launch_bounds__(WgBwdCfg<T, DP, NWG, BQ, NS>::NTH, 1)
                         *reinterpret_cast<uint32_t *>(dSs + wg::sw_off<BK>(r, c)) = da[kk][e];
                     }
                 wg::fence_proxy();
-                if (ct == 0) wg::bulk_wait_read<0>(); // the last reduction is done with dQs
+                float *dQs = dQs0 + (it % DQB) * BQ * DP;
+                if (ct == 0) wg::bulk_wait_read<DQB - 1>(); // the reduction before is done with dQs
                 wg::bar_named(1, NC);                 // every warpgroup's dS^T is in
                 float dq[C::DQN / 8][4];
                 zero(dq);
@@ -207,23 +235,22 @@ __global__ void __launch_bounds__(WgBwdCfg<T, DP, NWG, BQ, NS>::NTH, 1)
                 wg::fence();
 #pragma unroll
                 for (int kk = 0; kk < BK / 16; kk++)
-                    wg::mma_ss<T, C::DQN, 1, 1>(dq, wg::desc_mn<BK>(dSs + qr * BK * 64, kk),
-                                                wg::desc_mn<BK>(Ks + dq_c0 / 64 * BK * 64 + dq_c0 % 64, kk), 1);
+                    wg::mma_ss<T, C::DQN, 1, 1>(dq, ds_a + wg::mn_step<T>(kk), kq_b + wg::mn_step<T>(kk), 1);
                 wg::commit();
                 wg::wait<1>(); // dV, dK done: the stage can go
                 __syncwarp();
                 if (lane == 0) wg::bar_arrive(empty + st);
                 wg::wait<0>();
                 wg::pin(dq);
-                const int64_t grow0 = sq.lse0(p, b, h) + i0; // dq_acc row of the tile's row 0
+                // into the staging tile laid out as dq_acc rows grow0.. (dq_acc_index)
+                const int64_t grow0 = sq.lse0(p, b, h) + i0;
+                const int rr = qr * 64 + (warp & 3) * 16 + g, x = static_cast<int>((grow0 + rr) & 7);
 #pragma unroll
-                for (int n = 0; n < C::DQN / 8; n++)
-#pragma unroll
-                    for (int hr = 0; hr < 2; hr++) {
-                        const int r = qr * 64 + (warp & 3) * 16 + g + 8 * hr, d = dq_c0 + n * 8 + 2 * t;
-                        *reinterpret_cast<float2 *>(dQs + dq_acc_index(grow0 + r, d, DP) - grow0 * DP) =
-                            make_float2(dq[n][2 * hr], dq[n][2 * hr + 1]);
-                    }
+                for (int n = 0; n < C::DQN / 8; n++) {
+                    const int d = dq_c0 + n * 8 + 2 * t, c = ((((d >> 2) ^ x) << 2) | (d & 3));
+                    *reinterpret_cast<float2 *>(dQs + rr * DP + c) = make_float2(dq[n][0], dq[n][1]);
+                    *reinterpret_cast<float2 *>(dQs + (rr + 8) * DP + c) = make_float2(dq[n][2], dq[n][3]);
+                }
                 wg::fence_proxy();
                 wg::bar_named(1, NC); // the staging tile is complete
                 if (ct == 0) {
@@ -267,10 +294,11 @@ cudaError_t launch(const fg_k_attn &p, const float *dsum, float *dq_acc, cudaStr
 }
 
 // Two consumer warpgroups (128 keys a block), two stages, 64 query rows a
-// step. On an H100 at L 4096 (bf16, B L 16k, H D 2048): D128 345 TFLOP/s
-// non-causal, 288 causal; D64 229 / 201. Measured no faster: three stages
-// (D128: 346), 128 query rows a step for D64 (228 / 198; its consumer then
-// spills).
+// step, two dQ staging tiles. On an H100 at L 4096 (bf16, B L 16k, H D 2048,
+// bwd TFLOP/s): D128 396 non-causal / 344 causal, D64 320 / 269. Measured:
+// one dQ staging tile (the reduction waited for before dS^T is shared) 1%
+// slower; three stages within 1%; 128 query rows a step for D64 no faster and
+// its consumers spill. The steps that got here are in bench/results.
 template <typename T> cudaError_t dispatch(const fg_k_attn &p, const float *dsum, float *dq_acc, cudaStream_t st)
 {
     return p.D == 64 ? launch<T, 64, 2, 64, 2>(p, dsum, dq_acc, st) : launch<T, 128, 2, 64, 2>(p, dsum, dq_acc, st);

@@ -90,6 +90,23 @@ template <int ROWS, typename T> __device__ __forceinline__ uint64_t desc_mn(cons
     return desc(s + kk * 16 * 64, ROWS * 64 * sizeof(T), 1024);
 }
 
+// The same descriptors as offsets (in the descriptor's 16-byte units) from
+// the descriptor of the tile's start, so that a loop adds a constant to a
+// descriptor made once (the address field cannot carry: shared memory < 256 KB).
+template <int ROWS, typename T> __device__ __forceinline__ constexpr uint64_t k_step(int kk)
+{
+    return static_cast<uint64_t>(((kk >> 2) * ROWS * 64 + (kk & 3) * 16) * sizeof(T) / 16);
+}
+template <typename T> __device__ __forceinline__ constexpr uint64_t mn_step(int kk)
+{
+    return static_cast<uint64_t>(kk * 16 * 64 * sizeof(T) / 16);
+}
+template <typename T> __device__ __forceinline__ uint64_t desc_k0(const T *s) { return desc(s, 16, 1024); }
+template <int ROWS, typename T> __device__ __forceinline__ uint64_t desc_mn0(const T *s)
+{
+    return desc(s, ROWS * 64 * sizeof(T), 1024);
+}
+
 // Rows [row0, row0 + ROWS) of an (L, DP) slice (row stride ld, 16-byte aligned
 // rows) into the swizzled tile s by NTH threads (this one is tid); rows >=
 // nrows read as zeros.
