@@ -1,11 +1,7 @@
 #!/usr/bin/env bash
 # Runs the test suites on the device machine from binaries built on a machine
-# with Check installed (the device has neither libtool nor Check). Package the
-# shared build (small: one libflashgrad.so, thin test binaries):
-#   here:   (cd _build && make check) ; mkdir -p _dev_pkg/tests _dev_pkg/lib _dev_pkg/examples
-#           cp _build/tests/.libs/test_* _dev_pkg/tests/; cp -L _build/.libs/libflashgrad.so.0 _dev_pkg/lib/
-#           cp _build/examples/.libs/* _dev_pkg/examples/
-#           mkdir _devlibs && cp -L <libsubunit.so.0> <libcudart.so.13> /usr/lib/x86_64-linux-gnu/libjansson.so.4 _devlibs/
+# with Check installed (the device has neither libtool nor Check):
+#   here:   (cd _build && make check TESTS=) && bench/pack_device.sh   (_dev_pkg/, _devlibs/)
 #   device: bench/device_check.sh _dev_pkg            (carry _dev_pkg and _devlibs)
 #           bench/device_check.sh _dev_pkg --sanitize  (compute-sanitizer on the GPU suites)
 # Writes logs under $OUT when set.

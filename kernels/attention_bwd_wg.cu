@@ -27,7 +27,7 @@ using namespace fgk;
 using namespace fgk::flash;
 
 template <typename T, int DP, int NWG, int BQ, int NS> struct WgBwdCfg {
-    static constexpr int DQB = 2; // dQ staging tiles: one is reduced while the next fills
+    static constexpr int DQB = 2; // dQ staging tiles: one can be read by the reduction while the next fills
     static constexpr int NTH = 128 * (NWG + 1), BK = 64 * NWG;
     // dQ (BQ x DP): QR row groups of 64 times CG column groups of DQN, one a warpgroup
     static constexpr int QR = BQ / 64, CG = NWG / QR, DQN = DP / CG;
@@ -295,10 +295,10 @@ cudaError_t launch(const fg_k_attn &p, const float *dsum, float *dq_acc, cudaStr
 
 // Two consumer warpgroups (128 keys a block), two stages, 64 query rows a
 // step, two dQ staging tiles. On an H100 at L 4096 (bf16, B L 16k, H D 2048,
-// bwd TFLOP/s): D128 396 non-causal / 344 causal, D64 320 / 269. Measured:
-// one dQ staging tile (the reduction waited for before dS^T is shared) 1%
-// slower; three stages within 1%; 128 query rows a step for D64 no faster and
-// its consumers spill. The steps that got here are in bench/results.
+// bwd TFLOP/s): D128 396 non-causal / 344 causal, D64 320 / 269. Measured
+// within the run-to-run spread (1-2%): one dQ staging tile, three stages; 128
+// query rows a step for D64 was no faster and its consumers spill. The steps
+// that got here are in bench/results.
 template <typename T> cudaError_t dispatch(const fg_k_attn &p, const float *dsum, float *dq_acc, cudaStream_t st)
 {
     return p.D == 64 ? launch<T, 64, 2, 64, 2>(p, dsum, dq_acc, st) : launch<T, 128, 2, 64, 2>(p, dsum, dq_acc, st);
