@@ -42,12 +42,6 @@ template <typename T, int DP, int NWG, int BQ, int NS> struct WgBwdCfg {
     static_assert(SMEM <= 227 * 1024, "shared memory of one block");
 };
 
-template <typename T> __device__ __forceinline__ T *align1024(unsigned char *p)
-{
-    const uint32_t a = smem_u32(p);
-    return reinterpret_cast<T *>(p + ((1024 - (a & 1023)) & 1023));
-}
-
 template <typename T, int DP, int NWG, int BQ, int NS>
 __global__ void __launch_bounds__(WgBwdCfg<T, DP, NWG, BQ, NS>::NTH, 1)
     flash_bwd_wg(const fg_k_attn p, const float *dsum, float *dq_acc)
@@ -56,7 +50,7 @@ __global__ void __launch_bounds__(WgBwdCfg<T, DP, NWG, BQ, NS>::NTH, 1)
     using C = WgBwdCfg<T, DP, NWG, BQ, NS>;
     constexpr int DQB = C::DQB, BK = C::BK, NC = 128 * NWG; // NC consumer threads
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    T *Ks = align1024<T>(smem_raw);     // (BK, DP) swizzled
+    T *Ks = wg::align1024<T>(smem_raw);     // (BK, DP) swizzled
     T *Vs = Ks + BK * DP;               // (BK, DP)
     T *Qs = Vs + BK * DP;               // NS x (BQ, DP)
     T *dOs = Qs + NS * BQ * DP;         // NS x (BQ, DP)

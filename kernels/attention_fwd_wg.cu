@@ -31,12 +31,6 @@ template <typename T, int DP, int NWG, int BC, int NS> struct WgFwdCfg {
     static_assert(SMEM <= 227 * 1024, "shared memory of one block");
 };
 
-template <typename T> __device__ __forceinline__ T *align1024(unsigned char *p)
-{
-    const uint32_t a = smem_u32(p);
-    return reinterpret_cast<T *>(p + ((1024 - (a & 1023)) & 1023));
-}
-
 template <typename T, int DP, int NWG, int BC, int NS>
 __global__ void __launch_bounds__(WgFwdCfg<T, DP, NWG, BC, NS>::NTH, 1) flash_fwd_wg(const fg_k_attn p)
 {
@@ -44,7 +38,7 @@ __global__ void __launch_bounds__(WgFwdCfg<T, DP, NWG, BC, NS>::NTH, 1) flash_fw
     using C = WgFwdCfg<T, DP, NWG, BC, NS>;
     constexpr int BR = C::BR;
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    T *Qs = align1024<T>(smem_raw); // (BR, DP) swizzled
+    T *Qs = wg::align1024<T>(smem_raw); // (BR, DP) swizzled
     T *Ks = Qs + BR * DP;           // NS x (BC, DP)
     T *Vs = Ks + NS * BC * DP;      // NS x (BC, DP)
     uint64_t *full = reinterpret_cast<uint64_t *>(Vs + NS * BC * DP), *empty = full + NS, *qbar = empty + NS;

@@ -74,6 +74,13 @@ __device__ __forceinline__ void mma_rs(float (&d)[N / 8][4], const uint32_t (&a)
         rs128<TB>(d, a, b, acc, static_cast<T *>(nullptr));
 }
 
+// The first 1024-byte boundary at or after p in shared memory: swizzled tiles
+// start on a swizzle atom.
+template <typename T> __device__ __forceinline__ T *align1024(unsigned char *p)
+{
+    const uint32_t a = flash::smem_u32(p);
+    return reinterpret_cast<T *>(p + ((1024 - (a & 1023)) & 1023));
+}
 // Element offset of (row r, column c) in a swizzled tile of ROWS rows.
 template <int ROWS> __device__ __forceinline__ int sw_off(int r, int c)
 {
