@@ -50,14 +50,14 @@ __global__ void __launch_bounds__(WgBwdCfg<T, DP, NWG, BQ, NS>::NTH, 1)
     using C = WgBwdCfg<T, DP, NWG, BQ, NS>;
     constexpr int DQB = C::DQB, BK = C::BK, NC = 128 * NWG; // NC consumer threads
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    T *Ks = wg::align1024<T>(smem_raw);     // (BK, DP) swizzled
-    T *Vs = Ks + BK * DP;               // (BK, DP)
-    T *Qs = Vs + BK * DP;               // NS x (BQ, DP)
-    T *dOs = Qs + NS * BQ * DP;         // NS x (BQ, DP)
-    T *dSs = dOs + NS * BQ * DP;        // (BK, BQ): dS^T
+    T *Ks = wg::align1024<T>(smem_raw);                     // (BK, DP) swizzled
+    T *Vs = Ks + BK * DP;                                   // (BK, DP)
+    T *Qs = Vs + BK * DP;                                   // NS x (BQ, DP)
+    T *dOs = Qs + NS * BQ * DP;                             // NS x (BQ, DP)
+    T *dSs = dOs + NS * BQ * DP;                            // (BK, BQ): dS^T
     float *dQs0 = reinterpret_cast<float *>(dSs + BK * BQ); // DQB x (BQ, DP), chunks swizzled as dq_acc
-    float *lse_s = dQs0 + DQB * BQ * DP;       // NS x BQ, log2 domain, +inf past lq
-    float *dsum_s = lse_s + NS * BQ;    // NS x BQ
+    float *lse_s = dQs0 + DQB * BQ * DP;                    // NS x BQ, log2 domain, +inf past lq
+    float *dsum_s = lse_s + NS * BQ;                        // NS x BQ
     uint64_t *full = reinterpret_cast<uint64_t *>(dsum_s + NS * BQ), *empty = full + NS, *kvbar = empty + NS;
 
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;

@@ -39,8 +39,8 @@ __global__ void __launch_bounds__(WgFwdCfg<T, DP, NWG, BC, NS>::NTH, 1) flash_fw
     constexpr int BR = C::BR;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T *Qs = wg::align1024<T>(smem_raw); // (BR, DP) swizzled
-    T *Ks = Qs + BR * DP;           // NS x (BC, DP)
-    T *Vs = Ks + NS * BC * DP;      // NS x (BC, DP)
+    T *Ks = Qs + BR * DP;               // NS x (BC, DP)
+    T *Vs = Ks + NS * BC * DP;          // NS x (BC, DP)
     uint64_t *full = reinterpret_cast<uint64_t *>(Vs + NS * BC * DP), *empty = full + NS, *qbar = empty + NS;
 
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
