@@ -232,8 +232,7 @@ __global__ void __launch_bounds__(WgBwdCfg<T, DP, NWG, BQ, NS>::NTH, 1)
                     wg::mma_ss<T, C::DQN, 1, 1>(dq, ds_a + wg::mn_step<T>(kk), kq_b + wg::mn_step<T>(kk), 1);
                 wg::commit();
                 wg::wait<1>(); // dV, dK done: the stage can go
-                __syncwarp();
-                if (lane == 0) wg::bar_arrive(empty + st);
+                wg::warp_release(empty + st);
                 wg::wait<0>();
                 wg::pin(dq);
                 // into the staging tile laid out as dq_acc rows grow0.. (dq_acc_index)
@@ -241,7 +240,7 @@ __global__ void __launch_bounds__(WgBwdCfg<T, DP, NWG, BQ, NS>::NTH, 1)
                 const int rr = qr * 64 + (warp & 3) * 16 + g, x = static_cast<int>((grow0 + rr) & 7);
 #pragma unroll
                 for (int n = 0; n < C::DQN / 8; n++) {
-                    const int d = dq_c0 + n * 8 + 2 * t, c = ((((d >> 2) ^ x) << 2) | (d & 3));
+                    const int c = dq_col(dq_c0 + n * 8 + 2 * t, x);
                     *reinterpret_cast<float2 *>(dQs + rr * DP + c) = make_float2(dq[n][0], dq[n][1]);
                     *reinterpret_cast<float2 *>(dQs + (rr + 8) * DP + c) = make_float2(dq[n][2], dq[n][3]);
                 }
@@ -254,8 +253,7 @@ __global__ void __launch_bounds__(WgBwdCfg<T, DP, NWG, BQ, NS>::NTH, 1)
                 }
             } else {
                 wg::wait<0>();
-                __syncwarp();
-                if (lane == 0) wg::bar_arrive(empty + st);
+                wg::warp_release(empty + st);
             }
             wg::pin(dv);
             wg::pin(dk);

@@ -101,10 +101,6 @@ __global__ void __launch_bounds__(WgFwdCfg<T, DP, NWG, BC, NS>::NTH, 1) flash_fw
 #pragma unroll
             for (int kk = 0; kk < BC / 16; kk++) wg::mma_rs<T, DP, 1>(acc, pa[kk], wg::desc_mn<BC>(Vb, kk), 1);
         };
-        auto release = [&](int st) {
-            __syncwarp();
-            if (lane == 0) wg::bar_arrive(empty + st);
-        };
 
         for (int jb = 0; jb < nkb; jb++) {
             const int st = jb % NS;
@@ -133,7 +129,7 @@ __global__ void __launch_bounds__(WgFwdCfg<T, DP, NWG, BC, NS>::NTH, 1) flash_fw
             wg::commit();
             wg::wait<0>();
             wg::pin(acc);
-            release(st);
+            wg::warp_release(empty + st);
         }
         float *lse = p.lse + sq.lse0(p, b, h);
         float inv[2];

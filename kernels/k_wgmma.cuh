@@ -155,6 +155,13 @@ __device__ __forceinline__ void bar_wait(uint64_t *b, int parity)
                  "r"(parity)
                  : "memory");
 }
+// A consumer warp is done with a ring stage: one arrival for the warp on its
+// empty barrier once every lane is past its reads.
+__device__ __forceinline__ void warp_release(uint64_t *b)
+{
+    __syncwarp();
+    if ((threadIdx.x & 31) == 0) bar_arrive(b);
+}
 // Moves registers between warpgroups: every warp of a warpgroup runs it, the
 // kernel has a register cap at entry (__launch_bounds__(threads, 1)).
 template <int R> __device__ __forceinline__ void setmaxnreg_inc() { asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(R)); }
@@ -224,9 +231,11 @@ bool fg_k_flash_bwd_wg(const fg_k_attn &p, int dtype, const float *dsum, float *
 // Where element (row r, column d) of a dq accumulator of rows D wide lives
 // (D a multiple of 32): its 4-float chunks swizzled by the row, so that the
 // kernel's fragment stores into the staging tile are free of bank conflicts.
+// dq_col: the column of element d within its row, x = r % 8.
+__host__ __device__ __forceinline__ int dq_col(int d, int x) { return (((d >> 2) ^ x) << 2) | (d & 3); }
 __host__ __device__ __forceinline__ int64_t dq_acc_index(int64_t r, int d, int D)
 {
-    return r * D + ((((d >> 2) ^ static_cast<int>(r & 7)) << 2) | (d & 3));
+    return r * D + dq_col(d, static_cast<int>(r & 7));
 }
 
 #endif
