@@ -14,8 +14,9 @@
  * of the caching allocator). Then the flash backend's extra memory at L = 16k
  * and 64k (linear in L: no L x L buffer). Lines starting "CSV," repeat the
  * numbers for bench/attention_vs_torch.py.
- *   examples/bench_attention --case B,H,L,D,causal,dropout [--deterministic]
- * times one bf16 case instead (e.g. a training step's 64,6,256,64,1,0.2).
+ *   examples/bench_attention --case B,H,L,D,causal,dropout [--dtype T] [--deterministic]
+ * times one case instead (e.g. a training step's 64,6,256,64,1,0.2), in bf16
+ * unless --dtype names f16 or f32.
  * Exits 2 without a usable GPU, 1 on an error. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,12 +30,13 @@
 static void usage(FILE *f)
 {
     fprintf(f, "usage: bench_attention [--quick] [--reps N] [--math-max L] [--case B,H,L,D,CAUSAL,P]\n"
-               "                       [--deterministic] [--help]\n"
+               "                       [--dtype bf16|f16|f32] [--deterministic] [--help]\n"
                "  Times flashgrad's flash and math attention backends (forward, backward) on the GPU.\n"
                "  --quick       lengths 1024..4096 only, 20 timed runs\n"
                "  --reps N      timed runs per measurement (default 30, at least 20)\n"
                "  --math-max L  longest sequence for the math backend (default 4096; it stores L x L)\n"
-               "  --case B,H,L,D,CAUSAL,P   only this bf16 case (CAUSAL 0/1, dropout P)\n"
+               "  --case B,H,L,D,CAUSAL,P   only this case (CAUSAL 0/1, dropout P)\n"
+               "  --dtype T                 the --case's dtype: bf16 (default), f16 or f32\n"
                "  --deterministic           the backward without atomics (dq in its own pass)\n"
                "  Exit status: 0 done, 1 error, 2 no usable GPU / built without CUDA.\n");
 }
@@ -209,8 +211,20 @@ int main(int argc, char **argv)
                 fprintf(stderr, "bench_attention: --case: expected B,H,L,D,CAUSAL,P, got '%s'\n", argv[i]);
                 return 1;
             }
-            only = (bcase){"case", FG_BF16, b, h, h, l, d, causal != 0, p};
+            only = (bcase){"case", only.dt, b, h, h, l, d, causal != 0, p};
             one = true;
+        } else if (!strcmp(argv[i], "--dtype") && i + 1 < argc) {
+            const char *n = argv[++i];
+            if (!strcmp(n, "bf16"))
+                only.dt = FG_BF16;
+            else if (!strcmp(n, "f16"))
+                only.dt = FG_F16;
+            else if (!strcmp(n, "f32"))
+                only.dt = FG_F32;
+            else {
+                fprintf(stderr, "bench_attention: --dtype: expected bf16, f16 or f32, got '%s'\n", n);
+                return 1;
+            }
         } else {
             fprintf(stderr, "bench_attention: unknown argument '%s'\n", argv[i]);
             usage(stderr);
