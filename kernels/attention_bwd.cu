@@ -135,7 +135,7 @@ template <typename T, int BQ, int DP, int NTH> struct QStream {
     }
 };
 
-template <typename T, int DP> struct KvCfg {
+template <typename T, int DP, bool PS = false> struct KvCfg {
     // f32, and head dims other than 64 / 128 (bf16/f16 D64 / D128 take
     // flash_bwd_dkdv2): 4 warps of 16 keys. 32 keys a warp (MT 2) was slower
     // for bf16 D64 on an H200 (255 registers, 8 warps an SM against 12).
@@ -148,14 +148,17 @@ template <typename T, int DP> struct KvCfg {
     static constexpr int WR = BQ / 16;                // dQ: warps over rows x columns
     static constexpr int WC = NW / WR < DP / 16 ? NW / WR : DP / 16;
     static constexpr int NCOL = DP / WC; // dQ columns per warp (warps past WR WC sit the product out)
-    static constexpr size_t SMEM = sizeof(T) * (ST * (2 * BK + 4 * BQ) + BK * DSST) + sizeof(float) * 4 * BQ;
+    // PS (f32): Q and dO split into tf32 halves once a step, the lo halves beside them
+    static constexpr size_t SMEM =
+        sizeof(T) * (ST * (2 * BK + 4 * BQ) + BK * DSST) + sizeof(float) * (4 * BQ + (PS ? 2 * BQ * ST : 0));
 };
 
-template <typename T, int DP, bool ATOMIC_DQ>
-__global__ void __launch_bounds__(KvCfg<T, DP>::NTH) flash_bwd_dkdv(const fg_k_attn p, const float *dsum, float *dq_acc)
+template <typename T, int DP, bool ATOMIC_DQ, bool PS = false>
+__global__ void __launch_bounds__(KvCfg<T, DP, PS>::NTH)
+    flash_bwd_dkdv(const fg_k_attn p, const float *dsum, float *dq_acc)
 {
     using M = Mma<T>;
-    using C = KvCfg<T, DP>;
+    using C = KvCfg<T, DP, PS>;
     constexpr int MT = C::MT, BK = C::BK, BQ = C::BQ, ST = C::ST, DSST = C::DSST, NTH = C::NTH;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T *Ks = reinterpret_cast<T *>(smem_raw); // (BK, DP)
@@ -165,6 +168,7 @@ __global__ void __launch_bounds__(KvCfg<T, DP>::NTH) flash_bwd_dkdv(const fg_k_a
     T *dSs = dOs + 2 * BQ * ST;              // (BK, BQ): dS^T for the dQ product
     float *lse_s = reinterpret_cast<float *>(dSs + BK * DSST); // 2 x BQ, log2 domain
     float *dsum_s = lse_s + 2 * BQ;                            // 2 x BQ
+    float *Qlo = dsum_s + 2 * BQ, *dOlo = Qlo + BQ * ST;       // PS: (BQ, DP) each
 
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int bhk = blockIdx.x, b = bhk / p.Hkv, hk = bhk % p.Hkv;
@@ -189,9 +193,23 @@ __global__ void __launch_bounds__(KvCfg<T, DP>::NTH) flash_bwd_dkdv(const fg_k_a
     for (int it = 0; it < qs.total; it++) {
         const int buf = qs.wait(it);
         const int h = qs.head(it), i0 = qs.row0(it), bh = b * p.Hq + h;
-        const T *Qb = Qs + buf * BQ * ST, *dOb = dOs + buf * BQ * ST;
+        T *Qb = Qs + buf * BQ * ST, *dOb = dOs + buf * BQ * ST;
         const float *lse_b = lse_s + buf * BQ, *dsum_b = dsum_s + buf * BQ;
         const Dropout drop(p, bh);
+        // the B operands: with PS each element is split once here instead of once per warp and product
+        if constexpr (PS) {
+            split_tile<BQ, DP, NTH>(Qb, Qlo);
+            split_tile<BQ, DP, NTH>(dOb, dOlo);
+            __syncthreads();
+        }
+        const auto Qsrc = [&] {
+            if constexpr (PS) return SplitTile{Qb, Qlo};
+            else return static_cast<const T *>(Qb);
+        }();
+        const auto dOsrc = [&] {
+            if constexpr (PS) return SplitTile{dOb, dOlo};
+            else return static_cast<const T *>(dOb);
+        }();
 
         // S^T = K Q^T (16 MT keys x BQ queries per warp)
         float st[MT][BQ / 8][4], dp[MT][BQ / 8][4];
@@ -200,7 +218,7 @@ __global__ void __launch_bounds__(KvCfg<T, DP>::NTH) flash_bwd_dkdv(const fg_k_a
             zero(st[m]);
             zero(dp[m]);
         }
-        mma_ss<T, MT, DP / 16, BQ / 16>(st, Ks, ST, wk, Qb, ST);
+        mma_ss<T, MT, DP / 16, BQ / 16>(st, Ks, ST, wk, Qsrc, ST);
         // P^T; a key is visible to query i when key < key_end(i)
         const bool edge = j0 + BK > sq.lk || (sq.causal && j0 + BK > sq.key_end(i0));
         float pd[MT][BQ / 8][4];
@@ -223,12 +241,12 @@ __global__ void __launch_bounds__(KvCfg<T, DP>::NTH) flash_bwd_dkdv(const fg_k_a
                 }
             }
         // dV += (P z)^T dO
-        mma_rs<T, MT, BQ / 16, DP / 16>(dv, pd, dOb, ST);
+        mma_rs<T, MT, BQ / 16, DP / 16>(dv, pd, dOsrc, ST);
         // dP^T = V dO^T; dS^T = P^T (dP^T z - dsum), into pd
         float dpv[MT][BQ / 8][4];
 #pragma unroll
         for (int m = 0; m < MT; m++) zero(dpv[m]);
-        mma_ss<T, MT, DP / 16, BQ / 16>(dpv, Vs, ST, wk, dOb, ST);
+        mma_ss<T, MT, DP / 16, BQ / 16>(dpv, Vs, ST, wk, dOsrc, ST);
 #pragma unroll
         for (int m = 0; m < MT; m++)
 #pragma unroll
@@ -237,7 +255,7 @@ __global__ void __launch_bounds__(KvCfg<T, DP>::NTH) flash_bwd_dkdv(const fg_k_a
                 for (int e = 0; e < 4; e++)
                     pd[m][n][e] =
                         st[m][n][e] * (dpv[m][n][e] * dp[m][n][e] * drop.scale - dsum_b[n * 8 + 2 * t + (e & 1)]);
-        mma_rs<T, MT, BQ / 16, DP / 16>(dk, pd, Qb, ST); // dK += dS^T Q
+        mma_rs<T, MT, BQ / 16, DP / 16>(dk, pd, Qsrc, ST); // dK += dS^T Q
         if constexpr (ATOMIC_DQ) {
             // dQ (BQ x DP) += dS K: dS^T through shared memory, then fp32 atomics
 #pragma unroll
@@ -522,6 +540,8 @@ cudaError_t launch_dkdv(const fg_k_attn &p, float *dsum, float *dq_acc, cudaStre
         return launch_kv<Kv2Cfg<T, DP, 2>, flash_bwd_dkdv2<T, DP, ATOMIC, 2>>(p, dsum, dq_acc, st);
     else if constexpr (use_split<T, DP>())
         return launch_kv<Kv2Cfg<T, DP, 4>, flash_bwd_dkdv2<T, DP, ATOMIC, 4>>(p, dsum, dq_acc, st);
+    else if constexpr (sizeof(T) == 4 && DP <= 128) // f32 with Q / dO split once a step (D256's would not fit)
+        return launch_kv<KvCfg<T, DP, true>, flash_bwd_dkdv<T, DP, ATOMIC, true>>(p, dsum, dq_acc, st);
     else
         return launch_kv<KvCfg<T, DP>, flash_bwd_dkdv<T, DP, ATOMIC>>(p, dsum, dq_acc, st);
 }

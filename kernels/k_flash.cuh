@@ -7,9 +7,10 @@
 // t = l % 4, A elements (g | g + 8, 2t | 2t + 1 | 2t + 8 | 2t + 9), B elements
 // (k = 2t | 2t + 1 | 2t + 8 | 2t + 9, n = g) and C elements (g | g + 8,
 // 2t | 2t + 1). bf16/f16 use one m16n8k16 per product and ldmatrix loads.
-// f32 uses the same element sets, stored as floats, and per k16 step two
-// m16n8k8 tf32 products done three times over (hi*lo + lo*hi + hi*hi, the
-// "3xTF32" split), close to f32 accuracy on the tensor cores: the tf32 k slot
+// f32 uses the same element sets, each split into tf32 hi and lo halves as a
+// fragment is loaded, and per k16 step two m16n8k8 tf32 products done three
+// times over (hi*lo + lo*hi + hi*hi, the "3xTF32" split), close to f32
+// accuracy on the tensor cores: the tf32 k slot
 // t of half h is column 8h + 2t and slot t + 4 is 8h + 2t + 1, which lines its
 // fragments up with the 16-bit ones. A C fragment pair therefore is an A
 // fragment (the probabilities go from one product into the next in registers).
@@ -116,6 +117,12 @@ __device__ __forceinline__ void st_cfrag(T *s, int st, int r0, int c0, const flo
     st_pair(s + (r0 + g + 8) * st + c0 + 2 * t, c[2], c[3]);
 }
 
+// An f32 tile split into tf32 halves once, ahead of the products that read it
+// (split_tile): hi in place of the floats, lo beside it with the same row stride.
+struct SplitTile {
+    const float *hi, *lo;
+};
+
 template <typename T, bool HALF = (sizeof(T) == 2)> struct Mma;
 
 // bf16 / f16: one m16n8k16 per product, fragments by ldmatrix.
@@ -180,10 +187,43 @@ template <typename T> struct Mma<T, true> {
     }
 };
 
-// f32: the same element sets as floats; 3xTF32 products.
+// f32: the same element sets, split into tf32 hi + lo halves when a fragment
+// is loaded, so that a fragment feeding several products is split once
+// (3xTF32: hi*lo + lo*hi + hi*hi). hi is x rounded to nearest (cvt.rna); lo =
+// x - hi is exact in f32 and then truncated to tf32 by masking (|lo| <= 2^-11
+// |x|, so this costs at most 2^-21 |x|, against 2^-22 rounded) with one
+// integer op instead of a second conversion. Each half's four tf32 k slots
+// are stored in mma order: (g, t), (g + 8, t), (g, t + 4), (g + 8, t + 4).
 template <> struct Mma<float, false> {
-    struct A { float x[8]; }; // (g,2t) (g,2t+1) (g+8,2t) (g+8,2t+1) (g,2t+8) (g,2t+9) (g+8,2t+8) (g+8,2t+9)
-    struct B { float x[4]; }; // k = 2t, 2t+1, 2t+8, 2t+9 at n = g
+    struct A { uint32_t h[8], l[8]; }; // [4 half + slot]
+    struct B { uint32_t h[4], l[4]; }; // [2 half + slot]
+
+    static __device__ __forceinline__ void split(float v, uint32_t &hi, uint32_t &lo)
+    {
+        asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(hi) : "f"(v));
+        lo = __float_as_uint(v - __uint_as_float(hi)) & 0xffffe000u;
+    }
+    // x: the 16-bit layout's A elements (g,2t) (g,2t+1) (g+8,2t) (g+8,2t+1)
+    // (g,2t+8) (g,2t+9) (g+8,2t+8) (g+8,2t+9)
+    static __device__ __forceinline__ A splitA(const float (&x)[8])
+    {
+        A a;
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const float v[4] = {x[4 * h], x[4 * h + 2], x[4 * h + 1], x[4 * h + 3]};
+#pragma unroll
+            for (int i = 0; i < 4; i++) split(v[i], a.h[4 * h + i], a.l[4 * h + i]);
+        }
+        return a;
+    }
+    // x: k = 2t, 2t + 1, 2t + 8, 2t + 9 at n = g
+    static __device__ __forceinline__ B splitB(const float (&x)[4])
+    {
+        B b;
+#pragma unroll
+        for (int i = 0; i < 4; i++) split(x[i], b.h[i], b.l[i]);
+        return b;
+    }
 
     static __device__ __forceinline__ void ldA(A &a, const float *s, int st, int r0, int c0)
     {
@@ -191,13 +231,13 @@ template <> struct Mma<float, false> {
         const float *p = s + (r0 + g) * st + c0 + 2 * t;
         const float2 v0 = *reinterpret_cast<const float2 *>(p), v1 = *reinterpret_cast<const float2 *>(p + 8 * st);
         const float2 v2 = *reinterpret_cast<const float2 *>(p + 8), v3 = *reinterpret_cast<const float2 *>(p + 8 * st + 8);
-        a = A{{v0.x, v0.y, v1.x, v1.y, v2.x, v2.y, v3.x, v3.y}};
+        a = splitA({v0.x, v0.y, v1.x, v1.y, v2.x, v2.y, v3.x, v3.y});
     }
     static __device__ __forceinline__ void ldAt(A &a, const float *s, int st, int r0, int c0)
     {
         const int l = threadIdx.x & 31, g = l >> 2, t = l & 3;
         const float *p = s + (c0 + 2 * t) * st + r0 + g; // element (r, c) at s[(c0 + c) st + r0 + r]
-        a = A{{p[0], p[st], p[8], p[st + 8], p[8 * st], p[9 * st], p[8 * st + 8], p[9 * st + 8]}};
+        a = splitA({p[0], p[st], p[8], p[st + 8], p[8 * st], p[9 * st], p[8 * st + 8], p[9 * st + 8]});
     }
     static __device__ __forceinline__ void ldB2(B &b0, B &b1, const float *s, int st, int n0, int k0)
     {
@@ -205,27 +245,40 @@ template <> struct Mma<float, false> {
         const float *p = s + (n0 + g) * st + k0 + 2 * t, *q = p + 8 * st;
         const float2 u0 = *reinterpret_cast<const float2 *>(p), u1 = *reinterpret_cast<const float2 *>(p + 8);
         const float2 w0 = *reinterpret_cast<const float2 *>(q), w1 = *reinterpret_cast<const float2 *>(q + 8);
-        b0 = B{{u0.x, u0.y, u1.x, u1.y}};
-        b1 = B{{w0.x, w0.y, w1.x, w1.y}};
+        b0 = splitB({u0.x, u0.y, u1.x, u1.y});
+        b1 = splitB({w0.x, w0.y, w1.x, w1.y});
     }
     static __device__ __forceinline__ void ldB2t(B &b0, B &b1, const float *s, int st, int n0, int k0)
     {
         const int l = threadIdx.x & 31, g = l >> 2, t = l & 3;
         const float *p = s + (k0 + 2 * t) * st + n0 + g;
-        b0 = B{{p[0], p[st], p[8 * st], p[9 * st]}};
-        b1 = B{{p[8], p[st + 8], p[8 * st + 8], p[9 * st + 8]}};
+        b0 = splitB({p[0], p[st], p[8 * st], p[9 * st]});
+        b1 = splitB({p[8], p[st + 8], p[8 * st + 8], p[9 * st + 8]});
+    }
+    // the same from a split tile: no conversion
+    static __device__ __forceinline__ void ldB2(B &b0, B &b1, SplitTile s, int st, int n0, int k0)
+    {
+        const int l = threadIdx.x & 31, g = l >> 2, t = l & 3, o = (n0 + g) * st + k0 + 2 * t;
+        const uint32_t *h = reinterpret_cast<const uint32_t *>(s.hi) + o, *w = reinterpret_cast<const uint32_t *>(s.lo) + o;
+        const uint2 h0 = *reinterpret_cast<const uint2 *>(h), h1 = *reinterpret_cast<const uint2 *>(h + 8);
+        const uint2 h2 = *reinterpret_cast<const uint2 *>(h + 8 * st), h3 = *reinterpret_cast<const uint2 *>(h + 8 * st + 8);
+        const uint2 l0 = *reinterpret_cast<const uint2 *>(w), l1 = *reinterpret_cast<const uint2 *>(w + 8);
+        const uint2 l2 = *reinterpret_cast<const uint2 *>(w + 8 * st), l3 = *reinterpret_cast<const uint2 *>(w + 8 * st + 8);
+        b0 = B{{h0.x, h0.y, h1.x, h1.y}, {l0.x, l0.y, l1.x, l1.y}};
+        b1 = B{{h2.x, h2.y, h3.x, h3.y}, {l2.x, l2.y, l3.x, l3.y}};
+    }
+    static __device__ __forceinline__ void ldB2t(B &b0, B &b1, SplitTile s, int st, int n0, int k0)
+    {
+        const int l = threadIdx.x & 31, g = l >> 2, t = l & 3, o = (k0 + 2 * t) * st + n0 + g;
+        const uint32_t *h = reinterpret_cast<const uint32_t *>(s.hi) + o, *w = reinterpret_cast<const uint32_t *>(s.lo) + o;
+        b0 = B{{h[0], h[st], h[8 * st], h[9 * st]}, {w[0], w[st], w[8 * st], w[9 * st]}};
+        b1 = B{{h[8], h[st + 8], h[8 * st + 8], h[9 * st + 8]}, {w[8], w[st + 8], w[8 * st + 8], w[9 * st + 8]}};
     }
     static __device__ __forceinline__ A from_c(const float (&c0)[4], const float (&c1)[4])
     {
-        return A{{c0[0], c0[1], c0[2], c0[3], c1[0], c1[1], c1[2], c1[3]}};
+        return splitA({c0[0], c0[1], c0[2], c0[3], c1[0], c1[1], c1[2], c1[3]});
     }
-    static __device__ __forceinline__ uint32_t tf32(float v)
-    {
-        uint32_t r;
-        asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(v));
-        return r;
-    }
-    static __device__ __forceinline__ void mma8(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2])
+    static __device__ __forceinline__ void mma8(float (&c)[4], const uint32_t *a, const uint32_t *b)
     {
         asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
             "{%0,%1,%2,%3};\n"
@@ -236,26 +289,32 @@ template <> struct Mma<float, false> {
     {
 #pragma unroll
         for (int h = 0; h < 2; h++) {
-            // tf32 A regs: (g, slot t), (g+8, slot t), (g, slot t+4), (g+8, slot t+4)
-            const float av[4] = {a.x[4 * h], a.x[4 * h + 2], a.x[4 * h + 1], a.x[4 * h + 3]};
-            const float bv[2] = {b.x[2 * h], b.x[2 * h + 1]};
-            uint32_t ah[4], al[4], bh[2], bl[2];
-#pragma unroll
-            for (int i = 0; i < 4; i++) {
-                ah[i] = tf32(av[i]);
-                al[i] = tf32(av[i] - __uint_as_float(ah[i]));
-            }
-#pragma unroll
-            for (int i = 0; i < 2; i++) {
-                bh[i] = tf32(bv[i]);
-                bl[i] = tf32(bv[i] - __uint_as_float(bh[i]));
-            }
-            mma8(c, al, bh);
-            mma8(c, ah, bl);
-            mma8(c, ah, bh);
+            mma8(c, a.l + 4 * h, b.h + 2 * h);
+            mma8(c, a.h + 4 * h, b.l + 2 * h);
+            mma8(c, a.h + 4 * h, b.h + 2 * h);
         }
     }
 };
+
+// Splits the (ROWS, DP) f32 tile s (row stride Tile::ST) in place into its
+// tf32 hi halves, the lo halves into lo: by the block's NTH threads, who must
+// sync before reading it as a SplitTile.
+template <int ROWS, int DP, int NTH>
+__device__ __forceinline__ void split_tile(float *s, float *lo)
+{
+    constexpr int ST = DP + 4, C4 = DP / 4;
+    for (int idx = threadIdx.x; idx < ROWS * C4; idx += NTH) {
+        const int o = (idx / C4) * ST + (idx % C4) * 4;
+        const float4 v = *reinterpret_cast<const float4 *>(s + o);
+        uint4 h, l;
+        Mma<float>::split(v.x, h.x, l.x);
+        Mma<float>::split(v.y, h.y, l.y);
+        Mma<float>::split(v.z, h.z, l.z);
+        Mma<float>::split(v.w, h.w, l.w);
+        *reinterpret_cast<uint4 *>(s + o) = h;
+        *reinterpret_cast<uint4 *>(lo + o) = l;
+    }
+}
 
 template <int N> __device__ __forceinline__ void zero(float (&c)[N][4])
 {
@@ -265,10 +324,10 @@ template <int N> __device__ __forceinline__ void zero(float (&c)[N][4])
 
 // c (16 MT x 16 NB) += A B: A is rows r0..r0+16 MT-1, columns 0..16 KB of the
 // row-major As; B (16 KB x 16 NB) is stored as Bs[n][k] (BT: as Bs[k][n],
-// columns from n0). Each B fragment loaded feeds MT products (more rows per
-// warp: less shared-memory traffic).
-template <typename T, int MT, int KB, int NB, bool BT = false>
-__device__ __forceinline__ void mma_ss(float (&c)[MT][2 * NB][4], const T *As, int ast, int r0, const T *Bs, int bst,
+// columns from n0; for f32 Bs may be a SplitTile). Each B fragment loaded
+// feeds MT products (more rows per warp: less shared-memory traffic).
+template <typename T, int MT, int KB, int NB, bool BT = false, typename BP = const T *>
+__device__ __forceinline__ void mma_ss(float (&c)[MT][2 * NB][4], const T *As, int ast, int r0, BP Bs, int bst,
                                        int n0 = 0)
 {
     using M = Mma<T>;
@@ -300,9 +359,9 @@ __device__ __forceinline__ void mma_ss(float (&c)[2 * NB][4], const T *As, int a
 
 // c (16 MT x 16 NB) += P B: P (16 MT x 16 KB) is in registers as C tiles (a
 // pair per k16 step); B is stored as Bs[k][n], columns from n0.
-template <typename T, int MT, int KB, int NB>
-__device__ __forceinline__ void mma_rs(float (&c)[MT][2 * NB][4], const float (&pc)[MT][2 * KB][4], const T *Bs,
-                                       int bst, int n0 = 0)
+template <typename T, int MT, int KB, int NB, typename BP = const T *>
+__device__ __forceinline__ void mma_rs(float (&c)[MT][2 * NB][4], const float (&pc)[MT][2 * KB][4], BP Bs, int bst,
+                                       int n0 = 0)
 {
     using M = Mma<T>;
 #pragma unroll
