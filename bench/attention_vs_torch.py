@@ -75,13 +75,15 @@ def main():
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--math-max", type=int, default=1024, help="longest L for flashgrad's math backend")
     ap.add_argument("--out", default=None, help="also write the markdown report here")
-    ap.add_argument("--case", help="only this bf16 case: B,H,L,D,CAUSAL,P (bench_attention --case)")
+    ap.add_argument("--case", help="only this case: B,H,L,D,CAUSAL,P (bench_attention --case)")
+    ap.add_argument("--dtype", choices=["bf16", "f16", "f32"], help="the --case's dtype (default bf16)")
     ap.add_argument("--deterministic", action="store_true", help="flashgrad's backward without atomics")
     a = ap.parse_args()
     if a.quick:
         a.reps = 20
     cmd = [a.bench, "--reps", str(a.reps), "--math-max", str(a.math_max)] + (["--quick"] if a.quick else []) \
-        + (["--case", a.case] if a.case else []) + (["--deterministic"] if a.deterministic else [])
+        + (["--case", a.case] if a.case else []) + (["--dtype", a.dtype] if a.dtype else []) \
+        + (["--deterministic"] if a.deterministic else [])
     print("running", " ".join(cmd), flush=True)
     res = subprocess.run(cmd, capture_output=True, text=True)
     sys.stdout.write(res.stdout)
