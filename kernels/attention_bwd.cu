@@ -135,7 +135,7 @@ template <typename T, int BQ, int DP, int NTH> struct QStream {
     }
 };
 
-template <typename T, int DP, bool PS = false> struct KvCfg {
+template <typename T, int DP> struct KvCfg {
     // f32, and head dims other than 64 / 128 (bf16/f16 D64 / D128 take
     // flash_bwd_dkdv2): 4 warps of 16 keys. 32 keys a warp (MT 2) was slower
     // for bf16 D64 on an H200 (255 registers, 8 warps an SM against 12).
@@ -148,18 +148,20 @@ template <typename T, int DP, bool PS = false> struct KvCfg {
     static constexpr int WR = BQ / 16;                // dQ: warps over rows x columns
     static constexpr int WC = NW / WR < DP / 16 ? NW / WR : DP / 16;
     static constexpr int NCOL = DP / WC; // dQ columns per warp (warps past WR WC sit the product out)
-    // PS (f32): Q and dO split into tf32 halves once a step, the lo halves beside them
+    // f32: Q and dO split into tf32 halves once a step, the lo halves beside
+    // them (D256's would not fit)
+    static constexpr bool PS = sizeof(T) == 4 && DP <= 128;
     static constexpr size_t SMEM =
         sizeof(T) * (ST * (2 * BK + 4 * BQ) + BK * DSST) + sizeof(float) * (4 * BQ + (PS ? 2 * BQ * ST : 0));
 };
 
-template <typename T, int DP, bool ATOMIC_DQ, bool PS = false>
-__global__ void __launch_bounds__(KvCfg<T, DP, PS>::NTH)
-    flash_bwd_dkdv(const fg_k_attn p, const float *dsum, float *dq_acc)
+template <typename T, int DP, bool ATOMIC_DQ>
+__global__ void __launch_bounds__(KvCfg<T, DP>::NTH) flash_bwd_dkdv(const fg_k_attn p, const float *dsum, float *dq_acc)
 {
     using M = Mma<T>;
-    using C = KvCfg<T, DP, PS>;
+    using C = KvCfg<T, DP>;
     constexpr int MT = C::MT, BK = C::BK, BQ = C::BQ, ST = C::ST, DSST = C::DSST, NTH = C::NTH;
+    constexpr bool PS = C::PS;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T *Ks = reinterpret_cast<T *>(smem_raw); // (BK, DP)
     T *Vs = Ks + BK * ST;                    // (BK, DP)
@@ -202,14 +204,7 @@ __global__ void __launch_bounds__(KvCfg<T, DP, PS>::NTH)
             split_tile<BQ, DP, NTH>(dOb, dOlo);
             __syncthreads();
         }
-        const auto Qsrc = [&] {
-            if constexpr (PS) return SplitTile{Qb, Qlo};
-            else return static_cast<const T *>(Qb);
-        }();
-        const auto dOsrc = [&] {
-            if constexpr (PS) return SplitTile{dOb, dOlo};
-            else return static_cast<const T *>(dOb);
-        }();
+        const auto Qsrc = b_source<PS>(Qb, Qlo), dOsrc = b_source<PS>(dOb, dOlo);
 
         // S^T = K Q^T (16 MT keys x BQ queries per warp)
         float st[MT][BQ / 8][4], dp[MT][BQ / 8][4];
@@ -540,8 +535,6 @@ cudaError_t launch_dkdv(const fg_k_attn &p, float *dsum, float *dq_acc, cudaStre
         return launch_kv<Kv2Cfg<T, DP, 2>, flash_bwd_dkdv2<T, DP, ATOMIC, 2>>(p, dsum, dq_acc, st);
     else if constexpr (use_split<T, DP>())
         return launch_kv<Kv2Cfg<T, DP, 4>, flash_bwd_dkdv2<T, DP, ATOMIC, 4>>(p, dsum, dq_acc, st);
-    else if constexpr (sizeof(T) == 4 && DP <= 128) // f32 with Q / dO split once a step (D256's would not fit)
-        return launch_kv<KvCfg<T, DP, true>, flash_bwd_dkdv<T, DP, ATOMIC, true>>(p, dsum, dq_acc, st);
     else
         return launch_kv<KvCfg<T, DP>, flash_bwd_dkdv<T, DP, ATOMIC>>(p, dsum, dq_acc, st);
 }

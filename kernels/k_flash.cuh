@@ -17,6 +17,7 @@
 #ifndef FG_K_FLASH_CUH
 #define FG_K_FLASH_CUH
 
+#include <type_traits>
 #include <curand_philox4x32_x.h>
 #include "k_common.cuh"
 #include "fg_kernels.h"
@@ -239,40 +240,60 @@ template <> struct Mma<float, false> {
         const float *p = s + (c0 + 2 * t) * st + r0 + g; // element (r, c) at s[(c0 + c) st + r0 + r]
         a = splitA({p[0], p[st], p[8], p[st + 8], p[8 * st], p[9 * st], p[8 * st + 8], p[9 * st + 8]});
     }
-    static __device__ __forceinline__ void ldB2(B &b0, B &b1, const float *s, int st, int n0, int k0)
+    // The B elements (k = k0 + 2t, + 1, + 8, + 9) as stored, floats or one
+    // half of a SplitTile: of two fragments (n = n0 + g, n0 + 8 + g) from
+    // Bs[n][k] (gatherB2); of one, n = g, from Bs[k][n] at p = &Bs[k0 + 2t][n0 + g]
+    // (gatherBt, bt_off).
+    template <typename E>
+    static __device__ __forceinline__ void gatherB2(E (&u)[4], E (&w)[4], const E *s, int st, int n0, int k0)
+    {
+        using V2 = typename std::conditional<std::is_same<E, float>::value, float2, uint2>::type;
+        const int l = threadIdx.x & 31, g = l >> 2, t = l & 3;
+        const E *p = s + (n0 + g) * st + k0 + 2 * t, *q = p + 8 * st;
+        const V2 u0 = *reinterpret_cast<const V2 *>(p), u1 = *reinterpret_cast<const V2 *>(p + 8);
+        const V2 w0 = *reinterpret_cast<const V2 *>(q), w1 = *reinterpret_cast<const V2 *>(q + 8);
+        u[0] = u0.x, u[1] = u0.y, u[2] = u1.x, u[3] = u1.y;
+        w[0] = w0.x, w[1] = w0.y, w[2] = w1.x, w[3] = w1.y;
+    }
+    template <typename E> static __device__ __forceinline__ void gatherBt(E (&u)[4], const E *p, int st)
+    {
+        u[0] = p[0], u[1] = p[st], u[2] = p[8 * st], u[3] = p[9 * st];
+    }
+    static __device__ __forceinline__ int bt_off(int st, int n0, int k0)
     {
         const int l = threadIdx.x & 31, g = l >> 2, t = l & 3;
-        const float *p = s + (n0 + g) * st + k0 + 2 * t, *q = p + 8 * st;
-        const float2 u0 = *reinterpret_cast<const float2 *>(p), u1 = *reinterpret_cast<const float2 *>(p + 8);
-        const float2 w0 = *reinterpret_cast<const float2 *>(q), w1 = *reinterpret_cast<const float2 *>(q + 8);
-        b0 = splitB({u0.x, u0.y, u1.x, u1.y});
-        b1 = splitB({w0.x, w0.y, w1.x, w1.y});
+        return (k0 + 2 * t) * st + n0 + g;
+    }
+    static __device__ __forceinline__ void ldB2(B &b0, B &b1, const float *s, int st, int n0, int k0)
+    {
+        float u[4], w[4];
+        gatherB2(u, w, s, st, n0, k0);
+        b0 = splitB(u);
+        b1 = splitB(w);
     }
     static __device__ __forceinline__ void ldB2t(B &b0, B &b1, const float *s, int st, int n0, int k0)
     {
-        const int l = threadIdx.x & 31, g = l >> 2, t = l & 3;
-        const float *p = s + (k0 + 2 * t) * st + n0 + g;
-        b0 = splitB({p[0], p[st], p[8 * st], p[9 * st]});
-        b1 = splitB({p[8], p[st + 8], p[8 * st + 8], p[9 * st + 8]});
+        const float *p = s + bt_off(st, n0, k0);
+        float u[4];
+        gatherBt(u, p, st);
+        b0 = splitB(u);
+        gatherBt(u, p + 8, st);
+        b1 = splitB(u);
     }
     // the same from a split tile: no conversion
     static __device__ __forceinline__ void ldB2(B &b0, B &b1, SplitTile s, int st, int n0, int k0)
     {
-        const int l = threadIdx.x & 31, g = l >> 2, t = l & 3, o = (n0 + g) * st + k0 + 2 * t;
-        const uint32_t *h = reinterpret_cast<const uint32_t *>(s.hi) + o, *w = reinterpret_cast<const uint32_t *>(s.lo) + o;
-        const uint2 h0 = *reinterpret_cast<const uint2 *>(h), h1 = *reinterpret_cast<const uint2 *>(h + 8);
-        const uint2 h2 = *reinterpret_cast<const uint2 *>(h + 8 * st), h3 = *reinterpret_cast<const uint2 *>(h + 8 * st + 8);
-        const uint2 l0 = *reinterpret_cast<const uint2 *>(w), l1 = *reinterpret_cast<const uint2 *>(w + 8);
-        const uint2 l2 = *reinterpret_cast<const uint2 *>(w + 8 * st), l3 = *reinterpret_cast<const uint2 *>(w + 8 * st + 8);
-        b0 = B{{h0.x, h0.y, h1.x, h1.y}, {l0.x, l0.y, l1.x, l1.y}};
-        b1 = B{{h2.x, h2.y, h3.x, h3.y}, {l2.x, l2.y, l3.x, l3.y}};
+        gatherB2(b0.h, b1.h, reinterpret_cast<const uint32_t *>(s.hi), st, n0, k0);
+        gatherB2(b0.l, b1.l, reinterpret_cast<const uint32_t *>(s.lo), st, n0, k0);
     }
     static __device__ __forceinline__ void ldB2t(B &b0, B &b1, SplitTile s, int st, int n0, int k0)
     {
-        const int l = threadIdx.x & 31, g = l >> 2, t = l & 3, o = (k0 + 2 * t) * st + n0 + g;
+        const int o = bt_off(st, n0, k0);
         const uint32_t *h = reinterpret_cast<const uint32_t *>(s.hi) + o, *w = reinterpret_cast<const uint32_t *>(s.lo) + o;
-        b0 = B{{h[0], h[st], h[8 * st], h[9 * st]}, {w[0], w[st], w[8 * st], w[9 * st]}};
-        b1 = B{{h[8], h[st + 8], h[8 * st + 8], h[9 * st + 8]}, {w[8], w[st + 8], w[8 * st + 8], w[9 * st + 8]}};
+        gatherBt(b0.h, h, st);
+        gatherBt(b0.l, w, st);
+        gatherBt(b1.h, h + 8, st);
+        gatherBt(b1.l, w + 8, st);
     }
     static __device__ __forceinline__ A from_c(const float (&c0)[4], const float (&c1)[4])
     {
@@ -302,7 +323,7 @@ template <> struct Mma<float, false> {
 template <int ROWS, int DP, int NTH>
 __device__ __forceinline__ void split_tile(float *s, float *lo)
 {
-    constexpr int ST = DP + 4, C4 = DP / 4;
+    constexpr int ST = Tile<float, DP>::ST, C4 = DP / 4;
     for (int idx = threadIdx.x; idx < ROWS * C4; idx += NTH) {
         const int o = (idx / C4) * ST + (idx % C4) * 4;
         const float4 v = *reinterpret_cast<const float4 *>(s + o);
@@ -314,6 +335,16 @@ __device__ __forceinline__ void split_tile(float *s, float *lo)
         *reinterpret_cast<uint4 *>(s + o) = h;
         *reinterpret_cast<uint4 *>(lo + o) = l;
     }
+}
+
+// What a product reads a B operand from: the tile, or with SPLIT (f32) the
+// tile split by split_tile with its lo halves at lo.
+template <bool SPLIT, typename T> __device__ __forceinline__ auto b_source(const T *s, const float *lo)
+{
+    if constexpr (SPLIT)
+        return SplitTile{s, lo};
+    else
+        return s;
 }
 
 template <int N> __device__ __forceinline__ void zero(float (&c)[N][4])
