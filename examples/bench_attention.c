@@ -214,17 +214,15 @@ int main(int argc, char **argv)
             only = (bcase){"case", only.dt, b, h, h, l, d, causal != 0, p};
             one = true;
         } else if (!strcmp(argv[i], "--dtype") && i + 1 < argc) {
+            static const fg_dtype dts[] = {FG_BF16, FG_F16, FG_F32};
             const char *n = argv[++i];
-            if (!strcmp(n, "bf16"))
-                only.dt = FG_BF16;
-            else if (!strcmp(n, "f16"))
-                only.dt = FG_F16;
-            else if (!strcmp(n, "f32"))
-                only.dt = FG_F32;
-            else {
+            size_t k = 0;
+            while (k < 3 && strcmp(n, fg_dtype_name(dts[k]))) k++;
+            if (k == 3) {
                 fprintf(stderr, "bench_attention: --dtype: expected bf16, f16 or f32, got '%s'\n", n);
                 return 1;
             }
+            only.dt = dts[k];
         } else {
             fprintf(stderr, "bench_attention: unknown argument '%s'\n", argv[i]);
             usage(stderr);
