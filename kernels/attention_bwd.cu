@@ -567,6 +567,16 @@ cudaError_t launch_bwd(const fg_k_attn &p, int dtype, bool det, float *dsum, flo
             return cudaGetLastError();
         }
     }
+    // Hopper, f32 D64: the tf32 wgmma kernel, dQ reduced as above (unswizzled)
+    if constexpr (sizeof(T) == 4 && DP == 64) {
+        cudaError_t we = cudaSuccess;
+        if (fg_k_flash_bwd_tf32(p, dsum, det ? nullptr : dq_acc, st, &we)) {
+            if (we != cudaSuccess) return we;
+            if (det) return launch_dq<T, DP>(p, dsum, st);
+            flash_bwd_dq_convert<T, false><<<rgrid, NT, 0, st>>>(p, dq_acc);
+            return cudaGetLastError();
+        }
+    }
     // bf16/f16 D64 always takes dq in its own pass: with the small dK/dV blocks
     // that beats the atomic dq on an H200 at every length measured (1k-8k:
     // 95-138 against 76-117 TFLOP/s, bench/results)

@@ -228,6 +228,11 @@ bool fg_k_flash_fwd_wg(const fg_k_attn &p, int dtype, cudaStream_t st, cudaError
 // Returns false when it does not apply (the mma.sync kernels run instead).
 bool fg_k_flash_bwd_wg(const fg_k_attn &p, int dtype, const float *dsum, float *dq_acc, cudaStream_t st,
                        cudaError_t *err);
+// The f32 backward for D 64 on wgmma (attention_bwd_tf32.cu), after the dsum
+// pre-pass: writes dk and dv and, when dq_acc is set, adds dS K into it (fp32,
+// zeroed here first, rows laid out like lse times D, unswizzled). Returns
+// false when it does not apply (D != 64, !vec, no wgmma): the mma.sync kernels run.
+bool fg_k_flash_bwd_tf32(const fg_k_attn &p, const float *dsum, float *dq_acc, cudaStream_t st, cudaError_t *err);
 // Where element (row r, column d) of a dq accumulator of rows D wide lives
 // (D a multiple of 32): its 4-float chunks swizzled by the row, so that the
 // kernel's fragment stores into the staging tile are free of bank conflicts.
