@@ -82,32 +82,25 @@ __global__ void __launch_bounds__(NT) flash_bwd_dq_convert(const fg_k_attn p, co
 // head of the key head's GQA group that can see the block's keys [j0, j0 + BK),
 // double-buffered in shared memory: Q, dO, the LSE (log2 domain; +inf past
 // lq, so P = 0 there) and dsum. Step it is head head(it), rows from row0(it).
-template <typename T, int BQ, int DP, int NTH> struct QStream {
+template <typename T, int BQ, int DP, int NTH> struct QStream : QBlocks<BQ> {
     const fg_k_attn &p;
     const Seq &sq;
     const float *dsum;
     T *Qs, *dOs;
     float *lse_s, *dsum_s;
-    int b, hk, G, ib0, nib, total;
+    int b;
 
     __device__ __forceinline__ QStream(const fg_k_attn &p_, const Seq &sq_, int b_, int hk_, int j0, const float *dsum_, T *Qs_, T *dOs_, float *lse_, float *dsum_s_)
-        : p(p_), sq(sq_), dsum(dsum_), Qs(Qs_), dOs(dOs_), lse_s(lse_), dsum_s(dsum_s_), b(b_), hk(hk_),
-          G(p_.Hq / p_.Hkv)
+        : QBlocks<BQ>(p_, sq_, hk_, j0), p(p_), sq(sq_), dsum(dsum_), Qs(Qs_), dOs(dOs_), lse_s(lse_), dsum_s(dsum_s_),
+          b(b_)
     {
-        // query rows that can see key j0: i >= j0 - (lk - lq) when causal; none past lk
-        const int istart = sq.causal ? min(max(j0 - (sq.lk - sq.lq), 0), sq.lq) : 0;
-        ib0 = istart / BQ;
-        nib = (sq.lq + BQ - 1) / BQ - ib0;
-        total = j0 < sq.lk ? G * nib : 0;
-        if (total > 0) issue(0, 0);
+        if (this->total > 0) issue(0, 0);
         cp_commit();
     }
-    __device__ __forceinline__ int head(int it) const { return hk * G + it / nib; }
-    __device__ __forceinline__ int row0(int it) const { return (ib0 + it % nib) * BQ; }
     __device__ __forceinline__ void issue(int it, int buf) const
     {
         constexpr int ST = Tile<T, DP>::ST;
-        const int h = head(it), i0 = row0(it);
+        const int h = this->head(it), i0 = this->row0(it);
         const int64_t l0 = sq.lse0(p, b, h);
         load_tile<T, BQ, DP, NTH>(Qs + buf * BQ * ST, rows_of<T>(p.q, p.q_s, b, h, sq.q0), p.q_s[2], i0, sq.lq, p.D,
                                   p.vec);
@@ -123,7 +116,7 @@ template <typename T, int BQ, int DP, int NTH> struct QStream {
     __device__ __forceinline__ int wait(int it) const
     {
         const int buf = it & 1;
-        if (it + 1 < total) {
+        if (it + 1 < this->total) {
             issue(it + 1, buf ^ 1);
             cp_commit();
             cp_wait<1>();
@@ -556,24 +549,17 @@ cudaError_t launch_bwd(const fg_k_attn &p, int dtype, bool det, float *dsum, flo
     flash_bwd_pre<T><<<rgrid, NT, 0, st>>>(p, dsum);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
-    // Hopper, bf16/f16 D64/D128: the wgmma dK/dV kernel, which also reduces dQ
-    // into the accumulator unless deterministic (then flash_bwd_dq runs).
-    if constexpr (use_split<T, DP>()) {
+    // Hopper: the wgmma dK/dV kernels (bf16/f16 D64/D128; f32 D64 on tf32),
+    // which also reduce dQ into the accumulator unless deterministic (then
+    // flash_bwd_dq runs); the bf16/f16 one swizzles its rows (dq_acc_index).
+    constexpr bool WG16 = use_split<T, DP>(), WG32 = sizeof(T) == 4 && DP == 64;
+    if constexpr (WG16 || WG32) {
+        float *acc = det ? nullptr : dq_acc;
         cudaError_t we = cudaSuccess;
-        if (fg_k_flash_bwd_wg(p, dtype, dsum, det ? nullptr : dq_acc, st, &we)) {
+        if (WG16 ? fg_k_flash_bwd_wg(p, dtype, dsum, acc, st, &we) : fg_k_flash_bwd_tf32(p, dsum, acc, st, &we)) {
             if (we != cudaSuccess) return we;
             if (det) return launch_dq<T, DP>(p, dsum, st);
-            flash_bwd_dq_convert<T, true><<<rgrid, NT, 0, st>>>(p, dq_acc);
-            return cudaGetLastError();
-        }
-    }
-    // Hopper, f32 D64: the tf32 wgmma kernel, dQ reduced as above (unswizzled)
-    if constexpr (sizeof(T) == 4 && DP == 64) {
-        cudaError_t we = cudaSuccess;
-        if (fg_k_flash_bwd_tf32(p, dsum, det ? nullptr : dq_acc, st, &we)) {
-            if (we != cudaSuccess) return we;
-            if (det) return launch_dq<T, DP>(p, dsum, st);
-            flash_bwd_dq_convert<T, false><<<rgrid, NT, 0, st>>>(p, dq_acc);
+            flash_bwd_dq_convert<T, WG16><<<rgrid, NT, 0, st>>>(p, dq_acc);
             return cudaGetLastError();
         }
     }

@@ -87,6 +87,26 @@ template <int N> __device__ __forceinline__ void mma3(float (&d)[N / 8][4], cons
     wg::rs_tf32(d, f.h, bl, 1);
     wg::rs_tf32(d, f.h, bh, 1);
 }
+// The same over the KK k8 slices of B, a K-major tile of ROWS rows: issued, not committed.
+template <int N, int ROWS, int KK>
+__device__ __forceinline__ void mma3_k(float (&d)[N / 8][4], const Frag (&f)[KK], uint64_t bh, uint64_t bl)
+{
+#pragma unroll
+    for (int kk = 0; kk < KK; kk++) mma3<N>(d, f[kk], bh + kstep<ROWS>(kk), bl + kstep<ROWS>(kk));
+}
+// d = A B as one committed group, A's KK fragments from load(kk).
+template <int N, int ROWS, int KK, typename L>
+__device__ __forceinline__ void product(float (&d)[N / 8][4], L load, uint64_t bh, uint64_t bl)
+{
+    Frag f[KK];
+#pragma unroll
+    for (int kk = 0; kk < KK; kk++) f[kk] = load(kk);
+    zero(d);
+    wg::pin(d);
+    wg::fence();
+    mma3_k<N, ROWS>(d, f, bh, bl);
+    wg::commit();
+}
 
 } // namespace tf32
 } // namespace fgk
@@ -112,14 +132,10 @@ __global__ void __launch_bounds__(NTH, 2) flash_bwd_tf32(const fg_k_attn p, cons
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     // key blocks of one head consecutive, as attention_bwd_wg.cu
     const int nkb = (p.Lk + BK - 1) / BK, bhk = blockIdx.x / nkb, b = bhk / p.Hkv, hk = bhk % p.Hkv;
-    const int j0 = blockIdx.x % nkb * BK, G = p.Hq / p.Hkv;
+    const int j0 = blockIdx.x % nkb * BK;
     const Seq sq(p, b);
     if (j0 >= sq.nk) return; // a shorter sequence of a varlen batch
-    const int istart = sq.causal ? min(max(j0 - (sq.lk - sq.lq), 0), sq.lq) : 0;
-    const int ib0 = istart / BQ, nib = (sq.lq + BQ - 1) / BQ - ib0;
-    const int total = j0 < sq.lk ? G * nib : 0;
-    auto head = [&](int it) { return hk * G + it / nib; };
-    auto row0 = [&](int it) { return (ib0 + it % nib) * BQ; };
+    const QBlocks<BQ> qb(p, sq, hk, j0); // the query blocks that see these keys
 
     load_tile<float, BK, DP, NTH>(Ks, rows_of<float>(p.k, p.k_s, b, hk, sq.k0), p.k_s[2], j0, sq.lk, p.D, true);
     load_tile<float, BK, DP, NTH>(Vs, rows_of<float>(p.v, p.v_s, b, hk, sq.k0), p.v_s[2], j0, sq.lk, p.D, true);
@@ -131,7 +147,7 @@ __global__ void __launch_bounds__(NTH, 2) flash_bwd_tf32(const fg_k_attn p, cons
     float4 nq[4], ndo[4];
     float nl = INFINITY, nd = 0.f;
     auto fetch = [&](int it) {
-        const int h = head(it), i0 = row0(it);
+        const int h = qb.head(it), i0 = qb.row0(it);
         const float *qg = rows_of<float>(p.q, p.q_s, b, h, sq.q0) + cq;
         const float *dog = rows_of<float>(p.dout, p.do_s, b, h, sq.q0) + cq;
 #pragma unroll
@@ -167,7 +183,7 @@ __global__ void __launch_bounds__(NTH, 2) flash_bwd_tf32(const fg_k_attn p, cons
             th[sw32<DP>(cq + 3, qs)] = h.w, tl[sw32<DP>(cq + 3, qs)] = l.w;
         }
     };
-    if (total > 0) fetch(0);
+    if (qb.total > 0) fetch(0);
 
     const int wk = warp * 16, ka = j0 + wk + g; // this thread's keys: ka, ka + 8
     const float sl2 = p.scale * LOG2E;
@@ -180,43 +196,22 @@ __global__ void __launch_bounds__(NTH, 2) flash_bwd_tf32(const fg_k_attn p, cons
     const uint64_t dot_h = wg::desc_k0(dOt), dot_l = wg::desc_k0(dOt + TILE);
     cp_wait<0>();
 
-    for (int it = 0; it < total; it++) {
-        const int h = head(it), i0 = row0(it), bh = b * p.Hq + h;
+    for (int it = 0; it < qb.total; it++) {
+        const int h = qb.head(it), i0 = qb.row0(it), bh = b * p.Hq + h;
         __syncthreads(); // the step before is done with every tile (and K / V are in)
         put(nq, Qk, Qt);
         put(ndo, dOk, dOt);
         if (threadIdx.x < BQ) lse_s[threadIdx.x] = nl, dsum_s[threadIdx.x] = nd;
-        if (it + 1 < total) fetch(it + 1); // lands during this step's products
+        if (it + 1 < qb.total) fetch(it + 1); // lands during this step's products
         wg::fence_proxy();
         __syncthreads();
 
         // S^T (keys x queries), then dP^T while P^T is computed
         float s[BQ / 8][4], dp[BQ / 8][4];
-        zero(s);
-        zero(dp);
-        {
-            Frag kf[DP / 8];
-#pragma unroll
-            for (int kk = 0; kk < DP / 8; kk++) kf[kk] = ld_rows(Ks, wk, kk, g, t);
-            wg::pin(s);
-            wg::fence();
-#pragma unroll
-            for (int kk = 0; kk < DP / 8; kk++) mma3<BQ>(s, kf[kk], qk_h + kstep<BQ>(kk), qk_l + kstep<BQ>(kk));
-            wg::commit();
-            wg::wait<0>();
-            wg::pin(s);
-        }
-        {
-            Frag vf[DP / 8];
-#pragma unroll
-            for (int kk = 0; kk < DP / 8; kk++) vf[kk] = ld_rows(Vs, wk, kk, g, t);
-            wg::pin(dp);
-            wg::fence();
-#pragma unroll
-            for (int kk = 0; kk < DP / 8; kk++)
-                mma3<BQ>(dp, vf[kk], dok_h + kstep<BQ>(kk), dok_l + kstep<BQ>(kk));
-            wg::commit();
-        }
+        product<BQ, BQ, DP / 8>(s, [&](int kk) { return ld_rows(Ks, wk, kk, g, t); }, qk_h, qk_l);
+        wg::wait<0>();
+        wg::pin(s);
+        product<BQ, BQ, DP / 8>(dp, [&](int kk) { return ld_rows(Vs, wk, kk, g, t); }, dok_h, dok_l);
         // P^T (before the dropout mask); a key is visible to query i when key < key_end(i)
         const bool edge = j0 + BK > sq.lk || (sq.causal && j0 + BK > sq.key_end(i0));
 #pragma unroll
@@ -254,10 +249,8 @@ __global__ void __launch_bounds__(NTH, 2) flash_bwd_tf32(const fg_k_attn p, cons
         wg::pin(dv);
         wg::pin(dk);
         wg::fence();
-#pragma unroll
-        for (int n = 0; n < BQ / 8; n++) mma3<DP>(dv, pa[n], dot_h + kstep<DP>(n), dot_l + kstep<DP>(n));
-#pragma unroll
-        for (int n = 0; n < BQ / 8; n++) mma3<DP>(dk, da[n], qt_h + kstep<DP>(n), qt_l + kstep<DP>(n));
+        mma3_k<DP, DP>(dv, pa, dot_h, dot_l);
+        mma3_k<DP, DP>(dk, da, qt_h, qt_l);
         wg::commit();
 
         if (dq_acc) {
@@ -279,16 +272,7 @@ __global__ void __launch_bounds__(NTH, 2) flash_bwd_tf32(const fg_k_attn p, cons
             wg::pin(dk);
             // dQ^T (dims x queries): this warp's dims 16 warp..
             float dqt[BQ / 8][4];
-            zero(dqt);
-            Frag kt[BK / 8];
-#pragma unroll
-            for (int kk = 0; kk < BK / 8; kk++) kt[kk] = ld_cols(Ks, wk, kk, g, t);
-            wg::pin(dqt);
-            wg::fence();
-            const uint64_t ds_h = wg::desc_k0(Qk), ds_l = wg::desc_k0(Qk + TILE);
-#pragma unroll
-            for (int kk = 0; kk < BK / 8; kk++) mma3<BQ>(dqt, kt[kk], ds_h + kstep<BQ>(kk), ds_l + kstep<BQ>(kk));
-            wg::commit();
+            product<BQ, BQ, BK / 8>(dqt, [&](int kk) { return ld_cols(Ks, wk, kk, g, t); }, qk_h, qk_l); // dS over Q's copy
             wg::wait<0>();
             wg::pin(dqt);
             float *dst = dq_acc + (sq.lse0(p, b, h) + i0) * DP + wk + g;

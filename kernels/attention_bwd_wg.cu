@@ -65,15 +65,10 @@ __global__ void __launch_bounds__(WgBwdCfg<T, DP, NWG, BQ, NS>::NTH, 1)
     // a time share their Q / dO stream in L2, and causal starts with the key
     // blocks that most query blocks see
     const int nkb = (p.Lk + BK - 1) / BK, bhk = blockIdx.x / nkb, b = bhk / p.Hkv, hk = bhk % p.Hkv;
-    const int j0 = blockIdx.x % nkb * BK, G = p.Hq / p.Hkv;
+    const int j0 = blockIdx.x % nkb * BK;
     const Seq sq(p, b);
     if (j0 >= sq.nk) return; // a shorter sequence of a varlen batch
-    // the query blocks that can see key j0 (causal: i >= j0 - (lk - lq)), for each head of the group
-    const int istart = sq.causal ? min(max(j0 - (sq.lk - sq.lq), 0), sq.lq) : 0;
-    const int ib0 = istart / BQ, nib = (sq.lq + BQ - 1) / BQ - ib0;
-    const int total = j0 < sq.lk ? G * nib : 0;
-    auto head = [&](int it) { return hk * G + it / nib; };
-    auto row0 = [&](int it) { return (ib0 + it % nib) * BQ; };
+    const QBlocks<BQ> qb(p, sq, hk, j0); // the query blocks that see these keys
 
     if (threadIdx.x == 0) {
         for (int i = 0; i < NS; i++) {
@@ -91,8 +86,8 @@ __global__ void __launch_bounds__(WgBwdCfg<T, DP, NWG, BQ, NS>::NTH, 1)
         wg::load_sw<T, BK, DP, 128>(Vs, rows_of<T>(p.v, p.v_s, b, hk, sq.k0), p.v_s[2], j0, sq.lk, pt);
         wg::fence_proxy();
         wg::bar_arrive_cp(kvbar);
-        for (int it = 0; it < total; it++) {
-            const int st = it % NS, use = it / NS, h = head(it), i0 = row0(it);
+        for (int it = 0; it < qb.total; it++) {
+            const int st = it % NS, use = it / NS, h = qb.head(it), i0 = qb.row0(it);
             if (use > 0) wg::bar_wait(empty + st, (use - 1) & 1);
             wg::load_sw<T, BQ, DP, 128>(Qs + st * BQ * DP, rows_of<T>(p.q, p.q_s, b, h, sq.q0), p.q_s[2], i0, sq.lq,
                                         pt);
@@ -132,8 +127,8 @@ __global__ void __launch_bounds__(WgBwdCfg<T, DP, NWG, BQ, NS>::NTH, 1)
         wg::bar_wait(kvbar, 0);
         wg::fence_proxy();
 
-        for (int it = 0; it < total; it++) {
-            const int st = it % NS, h = head(it), i0 = row0(it), bh = b * p.Hq + h;
+        for (int it = 0; it < qb.total; it++) {
+            const int st = it % NS, h = qb.head(it), i0 = qb.row0(it), bh = b * p.Hq + h;
             const float *lse_b = lse_s + st * BQ, *dsum_b = dsum_s + st * BQ;
             wg::bar_wait(full + st, (it / NS) & 1);
             wg::fence_proxy();

@@ -509,6 +509,23 @@ struct Seq {
     }
 };
 
+// The query blocks (BQ rows each) a dK/dV block whose keys start at j0 steps
+// over: for every head of the GQA group of KV head hk, the blocks with a row
+// that can see key j0 (causal: i >= j0 - (lk - lq)); none when j0 is past lk.
+// Step it is head head(it), rows row0(it)...
+template <int BQ> struct QBlocks {
+    int hk, G, ib0, nib, total;
+    __device__ __forceinline__ QBlocks(const fg_k_attn &p, const Seq &sq, int hk_, int j0) : hk(hk_), G(p.Hq / p.Hkv)
+    {
+        const int istart = sq.causal ? min(max(j0 - (sq.lk - sq.lq), 0), sq.lq) : 0;
+        ib0 = istart / BQ;
+        nib = (sq.lq + BQ - 1) / BQ - ib0;
+        total = j0 < sq.lk ? G * nib : 0;
+    }
+    __device__ __forceinline__ int head(int it) const { return hk * G + it / nib; }
+    __device__ __forceinline__ int row0(int it) const { return (ib0 + it % nib) * BQ; }
+};
+
 // Row row0 of head h of batch entry b of a tensor with strides s.
 template <typename T> __device__ __forceinline__ T *rows_of(const void *base, const int64_t (&s)[3], int b, int h, int64_t row0)
 {
